@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+// postguard command line. Each command reads the same environment (SPEC §3).
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './core/log.js';
+import { explain, formatDecision } from './policy/explain.js';
+import { loadPolicyFile } from './policy/load.js';
+import { hashPassword } from './policy/password.js';
+import { formatPolicyError } from './policy/types.js';
+import { startRelay, StartupError } from './relay.js';
+import { verifyAudit } from './store/audit.js';
+import { openDb } from './store/db.js';
+import { initCa, loadCa } from './tls/ca.js';
+
+const USAGE = `usage:
+  postguard relay                         SMTP relay + admin API (what npm start runs)
+  postguard policy check FILE             validate a policy; exit 1 with file:line:col errors
+  postguard policy explain --from A --to B [--cc C] [--bcc D] [--agent ID] [--policy FILE] [--json]
+  postguard policy hash-password          read a password on stdin, print its scrypt hash for the policy
+  postguard ca init [--force] | ca show   create / print the interception CA
+  postguard audit verify                  check the audit log's hash chain; exit 1 on tampering
+  postguard monitor                       the eBPF monitor (not in this build yet)`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, sub, ...rest] = argv;
+  switch (cmd) {
+    case 'relay':
+      return relay();
+    case 'policy':
+      if (sub === 'check') return policyCheck(rest);
+      if (sub === 'explain') return policyExplain(rest);
+      if (sub === 'hash-password') return policyHash();
+      break;
+    case 'ca':
+      if (sub === 'init') return caInit(rest);
+      if (sub === 'show') return caShow();
+      break;
+    case 'audit':
+      if (sub === 'verify') return auditVerify();
+      break;
+    case 'monitor':
+      process.stderr.write('postguard monitor: the eBPF monitor is not part of this build yet\n');
+      return 2;
+    case undefined:
+    case 'help':
+    case '--help':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+  }
+  process.stderr.write(`${USAGE}\n`);
+  return 2;
+}
+
+async function relay(): Promise<number> {
+  const log = createLogger();
+  const r = await startRelay(loadConfig(), log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log('info', 'shutdown', { signal });
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await r.close();
+  return 0;
+}
+
+function policyCheck(args: string[]): number {
+  const file = args[0];
+  if (!file) {
+    process.stderr.write('usage: postguard policy check FILE\n');
+    return 2;
+  }
+  const result = loadPolicyFile(file);
+  if (!result.ok) {
+    for (const e of result.errors) process.stderr.write(`${formatPolicyError(e)}\n`);
+    return 1;
+  }
+  const p = result.policy;
+  process.stdout.write(`${file}: ok (${p.format} format, mode ${p.mode}, ${p.recipients.length} recipient patterns, ${p.agents.size} agents, version ${p.version})\n`);
+  return 0;
+}
+
+function policyExplain(args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    options: {
+      from: { type: 'string' }, to: { type: 'string', multiple: true }, cc: { type: 'string', multiple: true },
+      bcc: { type: 'string', multiple: true }, agent: { type: 'string' }, policy: { type: 'string' }, json: { type: 'boolean' },
+    },
+  });
+  const file = values.policy ?? loadConfig().policyFile;
+  const result = loadPolicyFile(file);
+  if (!result.ok) {
+    for (const e of result.errors) process.stderr.write(`${formatPolicyError(e)}\n`);
+    return 1;
+  }
+  const { decision, errors } = explain(result.policy, { from: values.from ?? null, to: values.to ?? [], cc: values.cc ?? [], bcc: values.bcc ?? [], agent: values.agent ?? null });
+  for (const e of errors) process.stderr.write(`address refused: ${e}\n`);
+  process.stdout.write(`${values.json ? JSON.stringify(decision, null, 2) : formatDecision(decision)}\n`);
+  return 0;
+}
+
+function policyHash(): number {
+  const password = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+  if (!password) {
+    process.stderr.write('postguard policy hash-password: empty password on stdin\n');
+    return 2;
+  }
+  process.stdout.write(`${hashPassword(password)}\n`);
+  return 0;
+}
+
+function caInit(args: string[]): number {
+  const ca = initCa(loadConfig().certsDir, { force: args.includes('--force') });
+  process.stdout.write(`created CA in ${loadConfig().certsDir}\n${describeCa(ca.info())}\n`);
+  return 0;
+}
+
+function caShow(): number {
+  const ca = loadCa(loadConfig().certsDir);
+  process.stdout.write(`${describeCa(ca.info())}\n${ca.certPem.trimEnd()}\n`);
+  return 0;
+}
+
+function describeCa(i: { subject: string; fingerprint256: string; notBefore: Date; notAfter: Date }): string {
+  return `subject: ${i.subject}\nsha256 fingerprint: ${i.fingerprint256}\nvalid: ${i.notBefore.toISOString()} – ${i.notAfter.toISOString()}`;
+}
+
+function auditVerify(): number {
+  const { dataDir } = loadConfig();
+  const result = verifyAudit(openDb(dataDir), dataDir);
+  for (const p of result.problems) process.stderr.write(`audit: ${p}\n`);
+  process.stdout.write(result.ok ? `audit: ok, ${result.records} records, chain intact\n` : `audit: TAMPERED (${result.problems.length} problems in ${result.records} records)\n`);
+  return result.ok ? 0 : 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    const known = e instanceof ConfigError || e instanceof StartupError || (e instanceof Error && /CA|ca-key|certs/.test(e.message));
+    process.stderr.write(`postguard: ${known ? (e as Error).message : (e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,158 @@
+// Raw RFC 5322 messages: the header block is split here, once, and the same split serves the
+// decision (which recipients are named) and the rewrite (which header lines are removed), so what
+// is checked is exactly what is sent. MIME bodies (text, HTML, attachments) go through mailparser.
+
+import { simpleParser, type ParsedMail } from 'mailparser';
+import { parseAddressList } from './address.js';
+import type { Attachment, Problem, Recipient, RecipientField, Sender, TextPart } from './intent.js';
+
+export interface HeaderField {
+  /** Lower-case field name. */
+  name: string;
+  /** The whole field as sent, folding included, without the final CRLF. */
+  raw: string;
+  /** Unfolded value after the colon. */
+  value: string;
+}
+
+export interface SplitMessage {
+  fields: HeaderField[];
+  /** Byte offset of the body (after the blank line), or raw.length when there is none. */
+  bodyStart: number;
+  problems: Problem[];
+}
+
+/** Split the header block. Expects CRLF line endings (the SMTP channel has already refused bare CR/LF). */
+export function splitHeader(raw: Buffer): SplitMessage {
+  const end = raw.indexOf('\r\n\r\n');
+  const headerEnd = end === -1 ? raw.length : end;
+  const bodyStart = end === -1 ? raw.length : end + 4;
+  // latin1 keeps one char per byte, so offsets stay byte offsets; values are re-decoded as UTF-8.
+  const text = raw.subarray(0, headerEnd).toString('latin1');
+  const fields: HeaderField[] = [];
+  const problems: Problem[] = [];
+  for (const line of text.length ? text.split('\r\n') : []) {
+    if ((line.startsWith(' ') || line.startsWith('\t')) && fields.length > 0) {
+      const last = fields[fields.length - 1]!;
+      last.raw += `\r\n${line}`;
+      last.value += line;
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const name = colon > 0 ? line.slice(0, colon) : '';
+    if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name)) {
+      problems.push({ code: 'header.malformed', detail: `header line is not \`Name: value\`: ${JSON.stringify(line.slice(0, 80))}` });
+      continue;
+    }
+    fields.push({ name: name.toLowerCase(), raw: line, value: line.slice(colon + 1) });
+  }
+  for (const f of fields) f.value = Buffer.from(f.value, 'latin1').toString('utf8').trim();
+  return { fields, bodyStart, problems };
+}
+
+const RECIPIENT_HEADERS: Record<string, RecipientField> = {
+  to: 'to', cc: 'cc', bcc: 'bcc',
+  'resent-to': 'resent-to', 'resent-cc': 'resent-cc', 'resent-bcc': 'resent-bcc',
+  'reply-to': 'reply-to',
+};
+
+/**
+ * How the upstream treats recipients named in headers. `display`: the envelope decides delivery
+ * (SMTP relay), so header mentions deliver nothing. `delivery`: the upstream derives recipients
+ * from the headers (SES raw without Destinations, Gmail raw), so they deliver.
+ */
+export type HeaderRole = 'display' | 'delivery';
+
+export interface HeaderFacts {
+  recipients: Recipient[];
+  senders: Sender[];
+  problems: Problem[];
+}
+
+/** Every recipient and sender named in the header block, each instance of each field (S16–S20). */
+export function headerFacts(fields: HeaderField[], role: HeaderRole): HeaderFacts {
+  const recipients: Recipient[] = [];
+  const senders: Sender[] = [];
+  const problems: Problem[] = [];
+  for (const f of fields) {
+    const field = RECIPIENT_HEADERS[f.name];
+    if (field) {
+      const list = parseAddressList(f.value);
+      if (!list.ok) {
+        problems.push({ code: 'address.invalid', detail: `${f.name}: ${list.error}` });
+        continue;
+      }
+      const delivers = role === 'delivery' && field !== 'reply-to';
+      for (const mailbox of list.value) {
+        // Reply-To cannot be stripped without altering what the agent wrote; decide() blocks it if unknown.
+        recipients.push({ mailbox, field, source: `${f.name} header`, delivers, strippable: field !== 'reply-to' });
+      }
+    } else if (f.name === 'from' || f.name === 'sender') {
+      const list = parseAddressList(f.value);
+      if (!list.ok) problems.push({ code: 'address.invalid', detail: `${f.name}: ${list.error}` });
+      else for (const mailbox of list.value) senders.push({ mailbox, field: f.name });
+    } else if (f.name === 'x-smtpapi') {
+      smtpApiRecipients(f.value, recipients, problems);
+    }
+  }
+  return { recipients, senders, problems };
+}
+
+/** SendGrid's X-SMTPAPI `{"to": [...]}` makes its SMTP service deliver to more addresses (S21). */
+function smtpApiRecipients(value: string, out: Recipient[], problems: Problem[]): void {
+  let json: unknown;
+  try {
+    json = JSON.parse(value);
+  } catch {
+    problems.push({ code: 'header.x-smtpapi', detail: 'X-SMTPAPI is not valid JSON' });
+    return;
+  }
+  const to = (json as { to?: unknown })?.to;
+  if (to === undefined) return;
+  const list = Array.isArray(to) ? to : [to];
+  for (const [i, entry] of list.entries()) {
+    const parsed = typeof entry === 'string' ? parseAddressList(entry) : { ok: false as const, error: 'not a string' };
+    if (!parsed.ok) {
+      problems.push({ code: 'address.invalid', detail: `X-SMTPAPI to[${i}]: ${parsed.error}` });
+      continue;
+    }
+    for (const mailbox of parsed.value) out.push({ mailbox, field: 'x-smtpapi', source: `X-SMTPAPI to[${i}]`, delivers: true, strippable: false });
+  }
+}
+
+export interface ContentFacts {
+  subject: string;
+  texts: TextPart[];
+  attachments: Attachment[];
+  problems: Problem[];
+}
+
+const TEXT_TYPES = /^(text\/|message\/|application\/(json|xml|x-yaml|yaml|javascript|x-sh|x-shellscript|x-pem-file|pkcs8|x-x509-ca-cert|sql|x-sql|toml|x-ndjson))/;
+const TEXT_EXTENSIONS = new Set(['txt', 'env', 'pem', 'key', 'json', 'yml', 'yaml', 'csv', 'log', 'ini', 'conf', 'cfg', 'sh', 'py', 'js', 'ts', 'md', 'xml', 'sql', 'toml', 'properties', 'tf', 'tfvars', 'eml', 'asc', 'ppk', 'ovpn', 'npmrc', 'netrc', 'htpasswd']);
+/** Text attachments above this are scanned only up to it; detectors run in linear time, but bounded is better. */
+const MAX_SCAN_CHARS = 8 << 20;
+
+/** Subject, text, HTML and text-like attachments, for the detectors; attachment metadata for the rules. */
+export async function contentFacts(raw: Buffer): Promise<ContentFacts> {
+  let mail: ParsedMail;
+  try {
+    mail = await simpleParser(raw, { skipHtmlToText: true, skipTextToHtml: true, skipImageLinks: true, skipTextLinks: true, keepCidLinks: true });
+  } catch (e) {
+    return { subject: '', texts: [], attachments: [], problems: [{ code: 'mime.invalid', detail: `MIME could not be parsed: ${(e as Error).message}` }] };
+  }
+  const subject = mail.subject ?? '';
+  const texts: TextPart[] = [];
+  if (subject) texts.push({ where: 'subject', text: subject });
+  if (mail.text) texts.push({ where: 'text', text: mail.text });
+  if (typeof mail.html === 'string' && mail.html) texts.push({ where: 'html', text: mail.html });
+  const attachments: Attachment[] = [];
+  for (const a of mail.attachments) {
+    const filename = a.filename ?? '';
+    attachments.push({ filename, contentType: a.contentType, size: a.size });
+    const ext = /\.([^.]+)$/.exec(filename.toLowerCase())?.[1] ?? '';
+    if (TEXT_TYPES.test(a.contentType) || TEXT_EXTENSIONS.has(ext)) {
+      texts.push({ where: `attachment ${filename || '(unnamed)'}`, text: a.content.subarray(0, MAX_SCAN_CHARS).toString('utf8') });
+    }
+  }
+  return { subject, texts, attachments, problems: [] };
+}

@@ -1,0 +1,112 @@
+// The composition root of `postguard relay`: config → policy → CA → store → channels → admin.
+// Side effects live here and in the channels; the policy decision stays pure.
+
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { AdminServer } from './admin/server.js';
+import { isLoopback, type Config } from './config.js';
+import type { Logger } from './core/log.js';
+import { loadPolicyFile } from './policy/load.js';
+import { formatPolicyError } from './policy/types.js';
+import { PolicyHolder } from './policy/watch.js';
+import { SmtpChannel } from './smtp/server.js';
+import { createUpstream, type Upstream } from './smtp/upstream.js';
+import { Store } from './store/store.js';
+import { loadOrCreateCa } from './tls/ca.js';
+
+export const VERSION = '0.1.0';
+
+export interface Relay {
+  addresses: { smtp: AddressInfo | null; smtps: AddressInfo | null; admin: AddressInfo | null };
+  policy: PolicyHolder;
+  store: Store;
+  adminToken: string;
+  close(): Promise<void>;
+}
+
+export class StartupError extends Error {}
+
+export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: (line: string) => void } = {}): Promise<Relay> {
+  const loaded = loadPolicyFile(cfg.policyFile);
+  if (!loaded.ok) throw new StartupError(`policy has errors:\n${loaded.errors.map(formatPolicyError).join('\n')}`);
+  const policy0 = loaded.policy;
+
+  const exposed = [cfg.smtpListen, cfg.smtpsListen, cfg.adminListen].filter((l) => l && !isLoopback(l.host));
+  if (exposed.length > 0 && !cfg.allowOpen) {
+    if (!cfg.adminToken) throw new StartupError('refusing to listen on a non-loopback address without POSTGUARD_ADMIN_TOKEN set (or POSTGUARD_ALLOW_OPEN=1 to allow it explicitly)');
+    if (policy0.agents.size === 0) throw new StartupError('refusing to listen on a non-loopback address with a policy that defines no agent credentials: anyone who can connect could send (set POSTGUARD_ALLOW_OPEN=1 to allow it explicitly)');
+  }
+
+  const { ca, created } = loadOrCreateCa(cfg.certsDir);
+  if (created) log('info', 'ca_created', { dir: cfg.certsDir, ...ca.info() });
+  const store = Store.open(cfg.dataDir);
+  const adminToken = cfg.adminToken ?? loadOrCreateToken(cfg.dataDir, opts.printToken ?? ((l) => process.stderr.write(l)));
+
+  const policy = new PolicyHolder(policy0, log, {
+    onReload: (next, prev) => store.record({ kind: 'policy', action: 'policy_reloaded', policy_version: next.version, previous_version: prev.version, file: next.file }),
+    onRejected: (errors) => store.record({ kind: 'policy', action: 'policy_rejected', alert: true, errors: errors.map(formatPolicyError), policy_version: policy.current.version }),
+  });
+
+  const upstream: Upstream | null = cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve }) : null;
+  const names = [cfg.hostname, 'localhost', '127.0.0.1', '::1', ...[cfg.smtpListen, cfg.smtpsListen].flatMap((l) => (l ? [l.host] : []))];
+  const leaf = ca.leafFor([...new Set(names.filter((n) => n !== '0.0.0.0' && n !== '::'))]);
+  const smtp = new SmtpChannel({
+    policy: () => policy.current,
+    store,
+    upstream,
+    tls: { key: leaf.keyPem, cert: leaf.certPem },
+    log,
+    hostname: cfg.hostname,
+    maxSize: cfg.maxMessageSize,
+    allowInsecureAuth: [cfg.smtpListen].every((l) => !l || isLoopback(l.host)),
+  });
+
+  const addresses: Relay['addresses'] = { smtp: null, smtps: null, admin: null };
+  const admin = new AdminServer({
+    token: adminToken,
+    store,
+    caPem: ca.certPem,
+    log,
+    info: () => ({
+      name: 'postguard',
+      version: VERSION,
+      listen: Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : null])),
+      policy: { version: policy.current.version, file: policy.current.file, format: policy.current.format, mode: policy.current.mode },
+      upstream: upstream ? upstream.description : 'capture',
+    }),
+  });
+
+  Object.assign(addresses, await smtp.listen(cfg.smtpListen, cfg.smtpsListen));
+  addresses.admin = cfg.adminListen ? await admin.listen(cfg.adminListen) : null;
+  policy.watch();
+  store.record({ kind: 'system', action: 'relay_started', version: VERSION, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture' });
+  log('info', 'relay_started', { version: VERSION, ...Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.address}:${a.port}` : null])), policy: policy0.file, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture (no POSTGUARD_UPSTREAM_SMTP)' });
+
+  return {
+    addresses,
+    policy,
+    store,
+    adminToken,
+    async close() {
+      policy.close();
+      await smtp.close();
+      await admin.close();
+      upstream?.close();
+      store.record({ kind: 'system', action: 'relay_stopped' });
+      store.close();
+      log('info', 'relay_stopped', {});
+    },
+  };
+}
+
+/** The admin token lives in the data dir (0600); it is printed once, when it is created. */
+function loadOrCreateToken(dataDir: string, print: (line: string) => void): string {
+  const file = join(dataDir, 'admin-token');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const token = randomBytes(32).toString('base64url');
+  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  print(`postguard: admin token created (shown once; also in ${file}):\n  ${token}\n`);
+  return token;
+}

@@ -1,0 +1,312 @@
+// The SMTP channel. smtp-server's hooks, top to bottom, are thin adapters onto the core:
+//   onAuth      agent = SMTP AUTH user, checked against the policy's scrypt hash
+//   onMailFrom  strict parse + sender allowed for the agent?         → 550 5.7.1
+//   onRcptTo    strict parse + recipient allowed? (strip mode only)  → 550 5.7.1 for that one
+//   onData      read (no bare CR/LF) → intent → decide → apply → reply only after delivery/fsync
+//   onClose     audit a transaction that ended without DATA
+
+import type { AddressInfo } from 'node:net';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { parseMailbox, type Mailbox } from '../core/address.js';
+import type { MailIntent, Recipient } from '../core/intent.js';
+import type { Logger } from '../core/log.js';
+import { contentFacts, headerFacts, splitHeader } from '../core/message.js';
+import type { Listen } from '../config.js';
+import { agentOf, decide, judgeRecipient, senderAllowed, unknownActionFor, type Decision } from '../policy/decide.js';
+import { verifyPassword } from '../policy/password.js';
+import type { Policy } from '../policy/types.js';
+import { newEventId } from '../store/audit.js';
+import type { Store } from '../store/store.js';
+import { readData } from './data.js';
+import { removeGreetingDelay } from './greeting.js';
+import { rewriteMessage } from './rewrite.js';
+import type { DeliveryResult, Upstream } from './upstream.js';
+
+export interface SmtpContext {
+  policy: () => Policy;
+  store: Store;
+  /** null = capture mode: allowed mail is stored in the outbox instead of delivered. */
+  upstream: Upstream | null;
+  tls: { key: string; cert: string };
+  log: Logger;
+  hostname: string;
+  maxSize: number;
+  /** AUTH before STARTTLS; only sensible on loopback. */
+  allowInsecureAuth: boolean;
+}
+
+/** One MAIL FROM … DATA transaction. */
+interface Transaction {
+  from: Mailbox | null;
+  fromText: string;
+  rcpts: Mailbox[];
+  /** Refused at RCPT by policy: still part of what the agent asked for, so the decision sees them. */
+  stripped: Mailbox[];
+  /** Refused at RCPT because they do not parse. */
+  invalid: { address: string; reason: string }[];
+  done: boolean;
+}
+
+/** smtp-server sets `user` to false until AUTH succeeds. */
+function agentOfSession(session: SMTPServerSession): string | null {
+  return typeof session.user === 'string' ? session.user : null;
+}
+
+const MAX_RECIPIENTS = 1000;
+
+function smtpError(code: number, message: string): Error {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+export class SmtpChannel {
+  private readonly transactions = new Map<string, Transaction>();
+  private readonly servers: SMTPServer[] = [];
+  private inFlight = 0;
+
+  constructor(private readonly ctx: SmtpContext) {
+    removeGreetingDelay();
+  }
+
+  async listen(plain: Listen | null, implicitTls: Listen | null): Promise<{ smtp: AddressInfo | null; smtps: AddressInfo | null }> {
+    const start = async (l: Listen | null, secure: boolean): Promise<AddressInfo | null> => {
+      if (!l) return null;
+      const server = this.createServer(secure);
+      this.servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(l.port, l.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      // After listen, a server error (e.g. a socket fault) is logged, never thrown.
+      server.on('error', (err: Error) => this.ctx.log('warn', 'smtp_error', { error: err.message }));
+      return server.server.address() as AddressInfo;
+    };
+    return { smtp: await start(plain, false), smtps: await start(implicitTls, true) };
+  }
+
+  /** Stop accepting, let sessions in DATA finish (up to the timeout), then close the rest. */
+  async close(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.server.close(() => resolve()))).concat(this.drain(deadline)));
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  private async drain(deadline: number): Promise<void> {
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  private createServer(secure: boolean): SMTPServer {
+    return new SMTPServer({
+      secure,
+      key: this.ctx.tls.key,
+      cert: this.ctx.tls.cert,
+      name: this.ctx.hostname,
+      banner: 'postguard ESMTP',
+      size: this.ctx.maxSize,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: true, // enforced per policy in onMailFrom, so a hot reload that adds agents applies at once
+      allowInsecureAuth: this.ctx.allowInsecureAuth,
+      disableReverseLookup: true, // a PTR lookup per connection costs latency and tells us nothing we trust
+      hideENHANCEDSTATUSCODES: true, // replies carry their own enhanced codes
+      closeTimeout: 30_000,
+      logger: false,
+      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => {
+        this.inFlight++;
+        this.onData(stream, session)
+          .then((message) => cb(null, message), (err: Error) => cb(err))
+          .finally(() => this.inFlight--);
+      },
+      onClose: (session) => this.endTransaction(session),
+    });
+  }
+
+  private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user: string }) => void): void {
+    const agent = auth.username ? this.ctx.policy().agents.get(auth.username) : undefined;
+    if (!agent?.passwordHash || !verifyPassword(auth.password ?? '', agent.passwordHash)) {
+      this.ctx.log('warn', 'smtp_auth_failed', { session: session.id, client: session.remoteAddress, user: auth.username?.slice(0, 64) });
+      return cb(smtpError(535, '5.7.8 Authentication credentials invalid'));
+    }
+    cb(null, { user: agent.id });
+  }
+
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    this.endTransaction(session);
+    const policy = this.ctx.policy();
+    const agent = agentOfSession(session);
+    if (policy.agents.size > 0 && !agent) return cb(smtpError(530, '5.7.0 Authentication required: this relay identifies agents by SMTP AUTH'));
+    let from: Mailbox | null = null;
+    if (address.address !== '') {
+      const parsed = parseMailbox(address.address);
+      if (!parsed.ok) return this.refuseMail(session, agent, address.address, cb, smtpError(553, `5.1.7 Sender address refused: ${parsed.error}`));
+      from = parsed.value;
+    }
+    if (!senderAllowed(policy, agent, from)) {
+      return this.refuseMail(session, agent, address.address, cb, smtpError(550, `5.7.1 Sender <${from?.address ?? ''}> is not allowed for ${agent ? `agent ${agent}` : 'this relay'}`));
+    }
+    this.transactions.set(session.id, { from, fromText: from?.address ?? '', rcpts: [], stripped: [], invalid: [], done: false });
+    cb();
+  }
+
+  private refuseMail(session: SMTPServerSession, agent: string | null, from: string, cb: (err?: Error | null) => void, err: Error): void {
+    this.ctx.store.record({ kind: 'message', channel: 'smtp', action: 'rejected', agent, session: session.id, client: session.remoteAddress, envelope: { from: sanitize(from), to: [] }, rule: 'senders', reason: err.message, policy_version: this.ctx.policy().version });
+    cb(err);
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const tx = this.transactions.get(session.id);
+    if (!tx) return cb(smtpError(503, '5.5.1 MAIL FROM first'));
+    if (tx.rcpts.length >= MAX_RECIPIENTS) return cb(smtpError(452, `4.5.3 Too many recipients (at most ${MAX_RECIPIENTS} per message)`));
+    const parsed = parseMailbox(address.address);
+    if (!parsed.ok) {
+      tx.invalid.push({ address: sanitize(address.address), reason: parsed.error });
+      return cb(smtpError(553, `5.1.3 Recipient address refused: ${parsed.error}`));
+    }
+    const policy = this.ctx.policy();
+    const agentId = agentOfSession(session);
+    const agent = agentOf(policy, agentId);
+    const known = judgeRecipient(policy, agentId, parsed.value);
+    // Refuse at RCPT only when every unknown recipient would be stripped anyway; block and
+    // quarantine must see the whole message, and monitor mode changes nothing.
+    const stripNow = unknownActionFor(policy, agent, false) === 'strip' && unknownActionFor(policy, agent, true) === 'strip';
+    if (!known && stripNow && policy.mode === 'enforce') {
+      if (!tx.stripped.some((r) => r.address === parsed.value.address)) tx.stripped.push(parsed.value);
+      return cb(smtpError(550, `5.7.1 Recipient <${parsed.value.address}> is not allowed by policy`));
+    }
+    if (!tx.rcpts.some((r) => r.address === parsed.value.address)) tx.rcpts.push(parsed.value);
+    cb();
+  }
+
+  /** Audit a transaction that ended (new MAIL, RSET-then-close, QUIT) with refusals but no DATA. */
+  private endTransaction(session: SMTPServerSession): void {
+    const tx = this.transactions.get(session.id);
+    this.transactions.delete(session.id);
+    if (!tx || tx.done || tx.stripped.length + tx.invalid.length === 0) return;
+    this.ctx.store.record({
+      kind: 'message', channel: 'smtp', action: 'rejected', agent: agentOfSession(session), session: session.id, client: session.remoteAddress,
+      envelope: { from: tx.fromText, to: tx.rcpts.map((r) => r.address) }, recipients: { kept: [], stripped: tx.stripped.map((r) => r.address), invalid: tx.invalid },
+      rule: 'unknown_recipients', reason: 'transaction ended without DATA', policy_version: this.ctx.policy().version,
+    });
+  }
+
+  private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+    const tx = this.transactions.get(session.id);
+    const data = await readData(stream, this.ctx.maxSize);
+    if (!tx) throw smtpError(503, '5.5.1 MAIL FROM first');
+    tx.done = true;
+    const agent = agentOfSession(session);
+    const policy = this.ctx.policy();
+    const id = newEventId();
+    const base = {
+      id, kind: 'message' as const, channel: 'smtp', agent, session: session.id, client: session.remoteAddress, tls: session.secure,
+      envelope: { from: tx.fromText, to: tx.rcpts.map((r) => r.address) }, policy_version: policy.version,
+    };
+    if (!data.ok) {
+      this.ctx.store.record({ ...base, action: 'rejected', rule: 'input', reason: data.message, recipients: { kept: [], stripped: tx.stripped.map((r) => r.address), invalid: tx.invalid } });
+      throw smtpError(data.code, data.message);
+    }
+    const raw = data.raw;
+    const split = splitHeader(raw);
+    const intent = await buildIntent(id, agent, tx, raw, split);
+    const decision = decide(intent, policy);
+    const record = { ...base, size: raw.length, ...decisionFields(decision, tx, intent) };
+
+    if (decision.action === 'block') {
+      this.ctx.store.record({ ...record, action: 'blocked' });
+      this.ctx.log('warn', 'smtp_blocked', { id, agent, rule: decision.rule, reason: decision.reason });
+      throw smtpError(554, `5.7.1 Message refused by postguard policy (${decision.reason}; rule ${decision.rule}) [${id}]`);
+    }
+    if (decision.action === 'quarantine') {
+      const envelope = { from: tx.fromText, to: decision.keep };
+      this.ctx.store.quarantine({ ...record, action: 'quarantined' }, { channel: 'smtp', agent, reason: decision.reason, rule: decision.rule, envelope, holdMs: policy.quarantineMs }, raw);
+      this.ctx.log('warn', 'smtp_quarantined', { id, agent, rule: decision.rule, reason: decision.reason });
+      return `2.0.0 Held for review by postguard [${id}]`;
+    }
+
+    const out = rewriteMessage(raw, split, {
+      eventId: id,
+      heloName: session.hostNameAppearsAs || '',
+      clientHostname: session.clientHostname || '',
+      clientAddress: session.remoteAddress,
+      relayName: this.ctx.hostname,
+      protocol: `ESMTP${session.secure ? 'S' : ''}${agent ? 'A' : ''}` as 'ESMTP',
+      sessionId: session.id,
+      singleRecipient: decision.keep.length === 1 ? decision.keep[0]! : null,
+      date: new Date(),
+    });
+    if (!this.ctx.upstream) {
+      this.ctx.store.capture({ ...record, action: 'captured' }, { from: tx.fromText, to: decision.keep }, out);
+      this.ctx.log('info', 'smtp_captured', { id, agent, recipients: decision.keep.length, stripped: record.recipients.stripped.length });
+      return `2.0.0 Captured by postguard (no upstream configured) [${id}]`;
+    }
+    const result = await this.ctx.upstream.send(tx.fromText, decision.keep, out);
+    return this.finishDelivery(record, result, id, agent);
+  }
+
+  private finishDelivery(record: Record<string, unknown> & { id: string }, result: DeliveryResult, id: string, agent: string | null): string {
+    const upstream = result.status === 'delivered'
+      ? { status: 'delivered', response: result.response, rejected: result.rejected }
+      : { status: 'failed', temporary: result.temporary, code: result.code, response: result.response };
+    if (result.status === 'delivered') {
+      this.ctx.store.record({ ...record, id, kind: 'message', action: 'delivered', upstream });
+      this.ctx.log('info', 'smtp_delivered', { id, agent });
+      return `2.0.0 Delivered by postguard [${id}]`;
+    }
+    this.ctx.store.record({ ...record, id, kind: 'message', action: result.temporary ? 'tempfail' : 'upstream_rejected', upstream });
+    this.ctx.log('warn', 'smtp_upstream_failed', { id, agent, temporary: result.temporary, code: result.code, response: result.response });
+    if (result.temporary) throw smtpError(451, `4.4.1 Upstream unavailable, try again later [${id}]`);
+    throw smtpError(554, `5.0.0 Upstream refused the message: ${result.code} [${id}]`);
+  }
+}
+
+async function buildIntent(id: string, agent: string | null, tx: Transaction, raw: Buffer, split: ReturnType<typeof splitHeader>): Promise<MailIntent> {
+  const headers = headerFacts(split.fields, 'display');
+  const content = await contentFacts(raw);
+  const envelope: Recipient[] = [
+    ...tx.rcpts.map((mailbox): Recipient => ({ mailbox, field: 'envelope', source: 'RCPT TO', delivers: true, strippable: true })),
+    // Already refused with 550: named so the decision and audit see them, but they deliver nothing.
+    ...tx.stripped.map((mailbox): Recipient => ({ mailbox, field: 'envelope', source: 'RCPT TO (refused)', delivers: false, strippable: true })),
+  ];
+  return {
+    id,
+    channel: 'smtp',
+    agent,
+    senders: [{ mailbox: tx.from, field: 'mail-from' }, ...headers.senders],
+    recipients: [...envelope, ...headers.recipients],
+    subject: content.subject,
+    texts: content.texts,
+    attachments: content.attachments,
+    problems: [...split.problems, ...headers.problems, ...content.problems],
+    size: raw.length,
+  };
+}
+
+/** The decision as audit fields; findings are already masked by the detectors. */
+function decisionFields(d: Decision, tx: Transaction, intent: MailIntent) {
+  return {
+    decision: d.action,
+    would_action: d.wouldAction,
+    mode: d.mode,
+    rule: d.rule,
+    reason: d.reason,
+    recipients: {
+      kept: d.keep,
+      stripped: d.stripped,
+      invalid: tx.invalid,
+      would_strip: d.wouldStrip,
+      verdicts: d.recipients,
+    },
+    detectors: d.hits.map((h) => ({ rule: h.rule, action: h.action, detector: h.finding?.detector ?? 'attachment', where: h.finding?.where ?? `attachment ${h.attachment}`, masked: h.finding?.masked ?? null })),
+    problems: intent.problems.map((p) => `${p.code}: ${p.detail}`),
+    alert: d.alert,
+  };
+}
+
+/** Peer-supplied text bound for the audit log: bounded, one line. */
+function sanitize(s: string): string {
+  return s.replace(/[\r\n\0]/g, ' ').slice(0, 320);
+}

@@ -1,0 +1,125 @@
+// The tamper-evident audit log: one record per decision, hash-chained. Each row stores the exact
+// JSON text it was hashed over, hash = sha256(prev_hash + "\n" + record), and the record carries
+// its own seq, so an edit, a deletion or a reordering breaks the chain. The chain alone cannot
+// show a truncated tail, so the newest (seq, hash) is also written to `audit.head` beside the
+// database; `postguard audit verify` checks both.
+
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Db } from './db.js';
+
+export type AuditKind = 'message' | 'http' | 'monitor' | 'admin' | 'policy' | 'system';
+
+export interface AuditInput {
+  /** Pre-allocated when the id must be known before the record is written (the X-Postguard header). */
+  id?: string;
+  kind: AuditKind;
+  action: string;
+  [field: string]: unknown;
+}
+
+export interface AuditRecord extends AuditInput {
+  id: string;
+  seq: number;
+  time: string;
+}
+
+const GENESIS = '0'.repeat(64);
+
+export function newEventId(): string {
+  return randomUUID();
+}
+
+export class AuditLog {
+  private readonly headFile: string;
+  private readonly insert;
+  private readonly last;
+
+  constructor(private readonly db: Db, dataDir: string) {
+    this.headFile = join(dataDir, 'audit.head');
+    this.insert = db.prepare('INSERT INTO audit (seq, id, time, kind, action, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    this.last = db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
+  }
+
+  /** Append one record (in the caller's transaction, if any). Returns it as stored. */
+  append(input: AuditInput): AuditRecord {
+    // Read the tail each time (an indexed lookup) so CLI commands in other processes can append too;
+    // two writers racing for one seq collide on the primary key instead of forking the chain.
+    const last = this.last.get() as { seq: number; hash: string } | undefined;
+    const prev = last?.hash ?? GENESIS;
+    const seq = (last?.seq ?? 0) + 1;
+    const record: AuditRecord = { ...input, id: input.id ?? newEventId(), seq, time: new Date().toISOString() };
+    const text = JSON.stringify(record);
+    const hash = chainHash(prev, text);
+    this.insert.run(seq, record.id, record.time, record.kind, record.action, text, prev, hash);
+    this.writeHead(seq, hash);
+    return record;
+  }
+
+  get(id: string): AuditRecord | undefined {
+    const row = this.db.prepare('SELECT record FROM audit WHERE id = ?').get(id) as { record: string } | undefined;
+    return row ? (JSON.parse(row.record) as AuditRecord) : undefined;
+  }
+
+  /** Newest first. `before` pages by seq. */
+  list(opts: { limit?: number; before?: number; kind?: string; action?: string } = {}): AuditRecord[] {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (opts.before) (where.push('seq < ?'), args.push(opts.before));
+    if (opts.kind) (where.push('kind = ?'), args.push(opts.kind));
+    if (opts.action) (where.push('action = ?'), args.push(opts.action));
+    const sql = `SELECT record FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
+    args.push(Math.min(Math.max(opts.limit ?? 50, 1), 1000));
+    return (this.db.prepare(sql).all(...args) as { record: string }[]).map((r) => JSON.parse(r.record) as AuditRecord);
+  }
+
+  private writeHead(seq: number, hash: string): void {
+    const tmp = `${this.headFile}.tmp`;
+    writeFileSync(tmp, `${seq} ${hash}\n`, { mode: 0o600 });
+    renameSync(tmp, this.headFile);
+  }
+}
+
+function chainHash(prev: string, text: string): string {
+  return createHash('sha256').update(prev).update('\n').update(text).digest('hex');
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  records: number;
+  problems: string[];
+}
+
+/** Walk the whole chain. Reports the first problems found (at most 20). */
+export function verifyAudit(db: Db, dataDir: string): VerifyResult {
+  const problems: string[] = [];
+  let prev = GENESIS;
+  let expected = 1;
+  let count = 0;
+  const rows = db.prepare('SELECT seq, id, record, prev_hash, hash FROM audit ORDER BY seq').iterate() as Iterable<{ seq: number; id: string; record: string; prev_hash: string; hash: string }>;
+  for (const row of rows) {
+    count++;
+    if (problems.length >= 20) break;
+    if (row.seq !== expected) problems.push(`seq ${row.seq}: expected seq ${expected} (a record was deleted or renumbered)`);
+    let parsed: Partial<AuditRecord> = {};
+    try {
+      parsed = JSON.parse(row.record) as AuditRecord;
+    } catch {
+      problems.push(`seq ${row.seq}: record is not valid JSON`);
+    }
+    if (parsed.seq !== row.seq || parsed.id !== row.id) problems.push(`seq ${row.seq}: record's own seq/id do not match its row (moved or edited)`);
+    if (row.prev_hash !== prev) problems.push(`seq ${row.seq}: previous-hash link broken (a record before it was deleted, edited or reordered)`);
+    if (chainHash(row.prev_hash, row.record) !== row.hash) problems.push(`seq ${row.seq}: hash does not match the record (edited)`);
+    prev = row.hash;
+    expected = row.seq + 1;
+  }
+  const headFile = join(dataDir, 'audit.head');
+  if (existsSync(headFile)) {
+    const [seq, hash] = readFileSync(headFile, 'utf8').trim().split(' ');
+    if (Number(seq) !== expected - 1 || hash !== prev) problems.push(`head: audit.head names seq ${seq} but the chain ends at seq ${expected - 1} (records removed from the end, or the head was edited)`);
+  } else if (count > 0) {
+    problems.push('head: audit.head is missing');
+  }
+  return { ok: problems.length === 0, records: count, problems };
+}

@@ -84,12 +84,15 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   store.record({ kind: 'system', action: 'relay_started', version: VERSION, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture' });
   log('info', 'relay_started', { version: VERSION, ...Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.address}:${a.port}` : null])), policy: policy0.file, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture (no POSTGUARD_UPSTREAM_SMTP)' });
 
+  let closed = false;
   return {
     addresses,
     policy,
     store,
     adminToken,
     async close() {
+      if (closed) return;
+      closed = true;
       policy.close();
       await smtp.close();
       await admin.close();

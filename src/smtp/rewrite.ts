@@ -28,7 +28,8 @@ export function rewriteMessage(raw: Buffer, split: SplitMessage, trace: TraceInf
 export function traceHeaders(t: TraceInfo): string[] {
   const helo = clean(t.heloName) || 'unknown';
   const host = clean(t.clientHostname);
-  const from = `from ${helo} (${host && host !== t.clientAddress ? `${host} ` : ''}[${clean(t.clientAddress)}])`;
+  const known = host && host !== t.clientAddress && host !== `[${t.clientAddress}]`;
+  const from = `from ${helo} (${known ? `${host} ` : ''}[${clean(t.clientAddress)}])`;
   const rcpt = t.singleRecipient ? `\r\n\tfor <${clean(t.singleRecipient)}>` : '';
   return [
     `Received: ${from}\r\n\tby ${clean(t.relayName)} (postguard) with ${t.protocol} id ${clean(t.sessionId)}${rcpt};\r\n\t${t.date.toUTCString().replace('GMT', '+0000')}`,

@@ -42,6 +42,19 @@ export function parseMailbox(input: string): Parsed<Mailbox> {
  * cannot fully read is not one we can vouch for.
  */
 export function parseAddressList(input: string): Parsed<Mailbox[]> {
+  // Agents send to the same few addresses over and over, and the RFC 5322 grammar is the relay's
+  // most expensive per-message step after MIME parsing: remember recent answers (they are frozen).
+  const cached = listCache.get(input);
+  if (cached) return cached;
+  const result = Object.freeze(parseAddressListUncached(input));
+  if (listCache.size >= 10_000) listCache.delete(listCache.keys().next().value!);
+  listCache.set(input, result);
+  return result;
+}
+
+const listCache = new Map<string, Parsed<Mailbox[]>>();
+
+function parseAddressListUncached(input: string): Parsed<Mailbox[]> {
   const unfolded = input.replace(/\r\n(?=[ \t])/g, '');
   if (/[\r\n\0]/.test(unfolded)) return fail('bare CR, LF or NUL in an address');
   if (unfolded.trim() === '') return { ok: true, value: [] };
@@ -56,10 +69,10 @@ export function parseAddressList(input: string): Parsed<Mailbox[]> {
     for (const m of members) {
       const mailbox = normalizeParsed(m);
       if (!mailbox.ok) return mailbox;
-      out.push(mailbox.value);
+      out.push(Object.freeze(mailbox.value));
     }
   }
-  return { ok: true, value: out };
+  return { ok: true, value: Object.freeze(out) as Mailbox[] };
 }
 
 function normalizeParsed(m: emailAddresses.ParsedMailbox): Parsed<Mailbox> {

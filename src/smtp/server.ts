@@ -72,6 +72,9 @@ export class SmtpChannel {
       if (!l) return null;
       const server = this.createServer(secure);
       this.servers.push(server);
+      // SMTP is a chatty request/reply protocol: Nagle's algorithm would hold small replies back
+      // behind the peer's delayed ACK (tens of ms per round trip).
+      server.server.on('connection', (socket: import('node:net').Socket) => socket.setNoDelay(true));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(l.port, l.host, () => {
@@ -86,11 +89,17 @@ export class SmtpChannel {
     return { smtp: await start(plain, false), smtps: await start(implicitTls, true) };
   }
 
-  /** Stop accepting, let sessions in DATA finish (up to the timeout), then close the rest. */
+  /** Stop accepting, let messages in DATA finish (up to the timeout), then 421 the idle sessions. */
   async close(timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.server.close(() => resolve()))).concat(this.drain(deadline)));
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    await this.drain(Date.now() + timeoutMs);
+    for (const s of this.servers) {
+      for (const c of (s as unknown as { connections: Set<{ send(code: number, msg: string): void; close(): void }> }).connections) {
+        c.send(421, '4.3.2 postguard shutting down, try again later');
+        c.close();
+      }
+    }
+    await Promise.all(closed);
   }
 
   private async drain(deadline: number): Promise<void> {
@@ -265,7 +274,7 @@ export class SmtpChannel {
 
 async function buildIntent(id: string, agent: string | null, tx: Transaction, raw: Buffer, split: ReturnType<typeof splitHeader>): Promise<MailIntent> {
   const headers = headerFacts(split.fields, 'display');
-  const content = await contentFacts(raw);
+  const content = await contentFacts(raw, split);
   const envelope: Recipient[] = [
     ...tx.rcpts.map((mailbox): Recipient => ({ mailbox, field: 'envelope', source: 'RCPT TO', delivers: true, strippable: true })),
     // Already refused with 550: named so the decision and audit see them, but they deliver nothing.

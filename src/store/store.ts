@@ -3,7 +3,7 @@
 // acknowledged message always has both or neither.
 
 import { AuditLog, type AuditInput, type AuditRecord } from './audit.js';
-import { openDb, transaction, type Db } from './db.js';
+import { durableTransaction, openDb, type Db } from './db.js';
 
 export interface StoredEnvelope {
   from: string;
@@ -39,14 +39,14 @@ export class Store {
 
   /** Capture mode (no upstream): keep the message for the admin page, like Mailpit. */
   capture(input: AuditInput & { id: string }, envelope: StoredEnvelope, raw: Buffer): AuditRecord {
-    return transaction(this.db, () => {
+    return durableTransaction(this.db, () => {
       this.db.prepare('INSERT INTO outbox (id, time, mail_from, rcpt_to, raw) VALUES (?, ?, ?, ?, ?)').run(input.id, new Date().toISOString(), envelope.from, JSON.stringify(envelope.to), raw);
       return this.audit.append(input);
     });
   }
 
   quarantine(input: AuditInput & { id: string }, q: { channel: string; agent: string | null; reason: string; rule: string; envelope: StoredEnvelope; holdMs: number }, raw: Buffer): AuditRecord {
-    return transaction(this.db, () => {
+    return durableTransaction(this.db, () => {
       const now = Date.now();
       this.db
         .prepare('INSERT INTO quarantine (id, time, expires, channel, agent, reason, rule, envelope, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
@@ -71,6 +71,7 @@ export class Store {
   }
 
   close(): void {
+    this.audit.flush();
     this.db.close();
   }
 }

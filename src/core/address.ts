@@ -88,7 +88,8 @@ function normalizeParsed(m: emailAddresses.ParsedMailbox): Parsed<Mailbox> {
 }
 
 function unquoteLocal(raw: string): Parsed<string> {
-  let local = raw;
+  // The grammar leaves folding white space that follows an obsolete route inside the next member.
+  let local = raw.trim();
   // A quoted local part is accepted only when it means the same unquoted (`"john"` = `john`);
   // anything that needs the quotes (`@`, spaces, `>`) is what parameter smuggling uses (S5, S6).
   if (local.startsWith('"')) {

@@ -186,7 +186,8 @@ function contentHits(intent: MailIntent, policy: Policy): ContentHit[] {
 }
 
 export function attachmentMatches(rule: AttachmentRule, filename: string, contentType: string, size: number): boolean {
-  const ext = /\.([^./\\]+)$/.exec(filename.toLowerCase())?.[1];
+  // Windows drops trailing dots and spaces when saving, so `vault.kdbx. ` is a .kdbx file.
+  const ext = /\.([^./\\]+)$/.exec(filename.toLowerCase().replace(/[.\s]+$/, ''))?.[1];
   const type = contentType.toLowerCase().split(';')[0]!.trim();
   if (rule.extensions && ext && rule.extensions.has(ext)) return true;
   if (rule.types && (rule.types.has(type) || rule.types.has(`${type.split('/')[0]}/*`))) return true;

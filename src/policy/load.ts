@@ -26,8 +26,11 @@ export function parsePolicy(file: string, text: string): LoadResult {
   if (Buffer.byteLength(text) > MAX_POLICY_BYTES) return { ok: false, errors: [{ file, line: 1, col: 1, message: 'policy file is larger than 1 MiB' }] };
   const { root, errors } = readYaml(file, text);
   if (errors.list.length > 0) return { ok: false, errors: errors.list };
-  const isSeed = root.isMap() && (root.entries() ?? []).some(([k]) => k === 'email_security_policy');
-  if (!root.isMap()) root.error('a policy is a YAML mapping (start with `version: 1`)');
+  if (!root.isMap()) {
+    root.error('a policy is a YAML mapping (start with `version: 1`)');
+    return { ok: false, errors: errors.list };
+  }
+  const isSeed = (root.entries() ?? []).some(([k]) => k === 'email_security_policy');
   const body = isSeed ? fromSeed(root) : fromNative(root);
   if (errors.list.length > 0) return { ok: false, errors: errors.list };
   const version = createHash('sha256').update(text).digest('hex').slice(0, 16);

@@ -28,7 +28,7 @@ export class Value {
   }
 
   error(message: string): undefined {
-    this.errors.at(this.offset, `${this.path}: ${message}`);
+    this.errors.at(this.offset, this.path ? `${this.path}: ${message}` : message);
     return undefined;
   }
 

@@ -36,7 +36,6 @@ export class AuditLog {
   private readonly headFile: string;
   private readonly insert;
   private readonly last;
-  private pendingHead: { seq: number; hash: string } | null = null;
   private headTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly db: Db, dataDir: string) {
@@ -56,7 +55,6 @@ export class AuditLog {
     const text = JSON.stringify(record);
     const hash = chainHash(prev, text);
     this.insert.run(seq, record.id, record.time, record.kind, record.action, text, prev, hash);
-    this.pendingHead = { seq, hash };
     this.headTimer ??= setTimeout(() => this.flush(), 100).unref();
     return record;
   }
@@ -78,15 +76,15 @@ export class AuditLog {
     return (this.db.prepare(sql).all(...args) as { record: string }[]).map((r) => JSON.parse(r.record) as AuditRecord);
   }
 
-  /** Write the newest (seq, hash) to audit.head now. */
+  /** Write the newest committed (seq, hash) to audit.head now. Read back, so a rolled-back append never lands there. */
   flush(): void {
     if (this.headTimer) clearTimeout(this.headTimer);
     this.headTimer = null;
-    if (!this.pendingHead) return;
+    const last = this.last.get() as { seq: number; hash: string } | undefined;
+    if (!last) return;
     const tmp = `${this.headFile}.tmp`;
-    writeFileSync(tmp, `${this.pendingHead.seq} ${this.pendingHead.hash}\n`, { mode: 0o600 });
+    writeFileSync(tmp, `${last.seq} ${last.hash}\n`, { mode: 0o600 });
     renameSync(tmp, this.headFile);
-    this.pendingHead = null;
   }
 }
 
@@ -106,12 +104,14 @@ export function verifyAudit(db: Db, dataDir: string): VerifyResult {
   const headFile = join(dataDir, 'audit.head');
   // The head may lag the chain (written every 100 ms; a killed relay leaves it behind): that is
   // fine. A head that names a record the chain no longer has, or a different hash, is tampering.
-  const head = existsSync(headFile) ? readFileSync(headFile, 'utf8').trim().split(' ') : null;
+  const headText = existsSync(headFile) ? readFileSync(headFile, 'utf8').trim() : null;
+  const head = headText !== null && /^\d+ [0-9a-f]{64}$/.test(headText) ? headText.split(' ') : null;
+  if (headText !== null && !head) problems.push('head: audit.head is not `<seq> <sha256>` (edited)');
   const headSeq = head ? Number(head[0]) : 0;
   let prev = GENESIS;
   let expected = 1;
   let count = 0;
-  const rows = db.prepare('SELECT seq, id, record, prev_hash, hash FROM audit ORDER BY seq').iterate() as Iterable<{ seq: number; id: string; record: string; prev_hash: string; hash: string }>;
+  const rows = db.prepare('SELECT seq, id, time, kind, action, record, prev_hash, hash FROM audit ORDER BY seq').iterate() as Iterable<{ seq: number; id: string; time: string; kind: string; action: string; record: string; prev_hash: string; hash: string }>;
   for (const row of rows) {
     count++;
     if (problems.length >= 20) break;
@@ -122,7 +122,9 @@ export function verifyAudit(db: Db, dataDir: string): VerifyResult {
     } catch {
       problems.push(`seq ${row.seq}: record is not valid JSON`);
     }
+    // The indexed columns are copies for queries; a copy that disagrees with the hashed record is an edit.
     if (parsed.seq !== row.seq || parsed.id !== row.id) problems.push(`seq ${row.seq}: record's own seq/id do not match its row (moved or edited)`);
+    else if (parsed.time !== row.time || parsed.kind !== row.kind || parsed.action !== row.action) problems.push(`seq ${row.seq}: time/kind/action columns differ from the hashed record (edited)`);
     if (row.prev_hash !== prev) problems.push(`seq ${row.seq}: previous-hash link broken (a record before it was deleted, edited or reordered)`);
     if (chainHash(row.prev_hash, row.record) !== row.hash) problems.push(`seq ${row.seq}: hash does not match the record (edited)`);
     if (row.seq === headSeq && head && row.hash !== head[1]) problems.push(`seq ${row.seq}: differs from the hash audit.head recorded for it (rewritten)`);
@@ -130,6 +132,6 @@ export function verifyAudit(db: Db, dataDir: string): VerifyResult {
     expected = row.seq + 1;
   }
   if (headSeq > expected - 1) problems.push(`head: audit.head names seq ${headSeq} but the chain ends at seq ${expected - 1} (records removed from the end)`);
-  if (!head && count > 0) problems.push('head: audit.head is missing');
+  if (headText === null && count > 0) problems.push('head: audit.head is missing');
   return { ok: problems.length === 0, records: count, problems };
 }

@@ -35,6 +35,9 @@ const acceptedMailboxes: Accepted[] = [
   { name: 'A-label stays as written', input: 'user@xn--bcher-kva.de', address: 'user@xn--bcher-kva.de' },
   { name: 'soft hyphen is ignored: compared on the A-label (S8)', input: 'user@ex\u00ADample.com', address: 'user@example.com', domain: 'example.com' },
   { name: 'fullwidth letters map to ASCII (UTS #46)', input: 'user@\uFF25\uFF38\uFF21\uFF2D\uFF30\uFF2C\uFF25.com', address: 'user@example.com' },
+  { name: 'ideographic full stop is a dot (UTS #46)', input: 'x@example\u3002com', address: 'x@example.com' },
+  { name: 'zero-width space is ignored: compared on the A-label (S8)', input: 'x@allowed\u200B.com', address: 'x@allowed.com' },
+  { name: 'whole-script Cyrillic look-alike keeps its own A-label (S9)', input: 'x@\u0430\u0440\u0440\u04CF\u0435.com', address: 'x@xn--80ak6aa92e.com' },
   { name: 'display name is kept only as name', input: 'Alice Example <alice@example.com>', address: 'alice@example.com', displayName: 'Alice Example' },
   {
     name: 'address in the display name is not the address (S15)',

@@ -26,7 +26,8 @@ export interface SplitMessage {
 /** Split the header block. Expects CRLF line endings (the SMTP channel has already refused bare CR/LF). */
 export function splitHeader(raw: Buffer): SplitMessage {
   const end = raw.indexOf('\r\n\r\n');
-  const headerEnd = end === -1 ? raw.length : end;
+  // A message may be all header and no body (no blank line): its last CRLF ends the last field.
+  const headerEnd = end !== -1 ? end : raw.subarray(-2).toString('latin1') === '\r\n' ? raw.length - 2 : raw.length;
   const bodyStart = end === -1 ? raw.length : end + 4;
   // latin1 keeps one char per byte, so offsets stay byte offsets; values are re-decoded as UTF-8.
   const text = raw.subarray(0, headerEnd).toString('latin1');

@@ -47,6 +47,10 @@ interface Transaction {
   done: boolean;
 }
 
+function later<A extends unknown[]>(cb: (...args: A) => void): (...args: A) => void {
+  return (...args) => setImmediate(() => cb(...args));
+}
+
 /** smtp-server sets `user` to false until AUTH succeeds. */
 function agentOfSession(session: SMTPServerSession): string | null {
   return typeof session.user === 'string' ? session.user : null;
@@ -121,9 +125,12 @@ export class SmtpChannel {
       hideENHANCEDSTATUSCODES: true, // replies carry their own enhanced codes
       closeTimeout: 30_000,
       logger: false,
-      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
-      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
-      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      // Answer on the next turn of the event loop: smtp-server 3.21's SMTPStream.continue() loses its
+      // parser callback when a hook answers synchronously while the next pipelined transaction is
+      // already buffered (test/smtp/hostile.test.ts, "two complete transactions").
+      onAuth: (auth, session, cb) => this.onAuth(auth, session, later(cb)),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, later(cb)),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, later(cb)),
       onData: (stream, session, cb) => {
         this.inFlight++;
         this.onData(stream, session)

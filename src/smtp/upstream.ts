@@ -2,6 +2,7 @@
 // has already decided and bytes the relay has already checked (never agent data as options: S31).
 // TLS to the upstream is always required and verified: system store + POSTGUARD_UPSTREAM_CA.
 
+import { isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import nodemailer from 'nodemailer';
 import type { ResolveMap } from '../config.js';
@@ -41,7 +42,7 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
     maxMessages: Infinity,
     auth: u.username ? { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } : undefined,
     tls: {
-      servername: host,
+      servername: isIP(host) ? undefined : host, // SNI carries names only (RFC 6066); the IP is still verified
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
       ca: opts.extraCa ? [...rootCertificates, opts.extraCa] : undefined,

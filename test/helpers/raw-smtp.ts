@@ -227,3 +227,92 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
 
 /** Resolve after `ms`. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The final line of every SMTP reply in a transcript (`250 …`, not `250-…`). */
+export function finalReplies(transcript: string): { code: number; line: string }[] {
+  return transcript
+    .split(/\r?\n/)
+    .filter((l) => /^\d{3} /.test(l))
+    .map((l) => ({ code: Number(l.slice(0, 3)), line: l }));
+}
+
+/**
+ * A child process driven step by step: write to stdin, wait for something on stdout. Used for
+ * `openssl s_client` sessions, so each command is only sent once the previous reply arrived
+ * (exact bytes, no -crlf translation). Killed with SIGKILL after `timeoutMs` whatever happens.
+ */
+export class Interactive {
+  stdout = '';
+  stderr = '';
+  readonly done: Promise<RunResult>;
+  private exited = false;
+  private readonly child: ReturnType<typeof spawn>;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(cmd: string, args: string[], timeoutMs = 20_000) {
+    this.child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.child.kill('SIGKILL');
+    }, timeoutMs);
+    this.child.stdout!.on('data', (c: Buffer) => {
+      this.stdout += c.toString('utf8');
+      this.notify();
+    });
+    this.child.stderr!.on('data', (c: Buffer) => {
+      this.stderr += c.toString('utf8');
+      this.notify();
+    });
+    this.child.stdin!.on('error', () => {});
+    this.done = new Promise((resolve) => {
+      this.child.on('error', (e) => (this.stderr += String(e)));
+      this.child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        this.exited = true;
+        this.notify();
+        resolve({ code, signal, stdout: this.stdout, stderr: this.stderr, timedOut });
+      });
+    });
+  }
+
+  private notify(): void {
+    for (const l of [...this.listeners]) l();
+  }
+
+  write(bytes: string | Buffer): void {
+    if (!this.exited) this.child.stdin!.write(bytes);
+  }
+
+  end(): void {
+    this.child.stdin!.end();
+  }
+
+  kill(): void {
+    if (!this.exited) this.child.kill('SIGKILL');
+  }
+
+  /** Wait until `pred(stdout)` holds; rejects on timeout or if the process exits first. */
+  waitFor(pred: (stdout: string) => boolean, timeoutMs = 10_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (pred(this.stdout)) finish();
+        else if (this.exited) finish(new Error(`process exited before the expected output\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`));
+      };
+      const timer = setTimeout(() => finish(new Error(`timed out after ${timeoutMs} ms\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`)), timeoutMs);
+      const finish = (err?: Error): void => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+        if (err) reject(err);
+        else resolve();
+      };
+      this.listeners.add(check);
+      check();
+    });
+  }
+
+  /** Wait until stdout holds at least `n` complete SMTP replies. */
+  waitForReplies(n: number, timeoutMs?: number): Promise<void> {
+    return this.waitFor((out) => finalReplies(out).length >= n, timeoutMs);
+  }
+}

@@ -9,24 +9,29 @@ export type DataResult =
   | { ok: true; raw: Buffer }
   | { ok: false; code: number; message: string };
 
-export async function readData(stream: Readable & { sizeExceeded?: boolean }, maxSize: number): Promise<DataResult> {
+export function readData(stream: Readable & { sizeExceeded?: boolean }, maxSize: number): Promise<DataResult> {
   const chunks: Buffer[] = [];
   let size = 0;
   let bareLineEnding: string | null = null;
   let lastWasCR = false; // carried across chunks so a CRLF split between two chunks is not a bare CR
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxSize) continue; // keep draining so the session stays in sync; reply 552 at the end
-    if (bareLineEnding === null) {
-      bareLineEnding = findBareLineEnding(chunk, lastWasCR);
-      lastWasCR = chunk[chunk.length - 1] === 0x0d;
-    }
-    chunks.push(chunk);
-  }
-  if (size > maxSize || stream.sizeExceeded) return { ok: false, code: 552, message: `5.3.4 Message too big (limit ${maxSize} bytes)` };
-  if (bareLineEnding === null && lastWasCR) bareLineEnding = 'bare CR';
-  if (bareLineEnding) return { ok: false, code: 554, message: `5.6.0 Message refused: ${bareLineEnding} in DATA; lines must end with CRLF (SMTP smuggling protection)` };
-  return { ok: true, raw: Buffer.concat(chunks, size) };
+  return new Promise((resolve, reject) => {
+    stream.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxSize) return; // keep draining so the session stays in sync; reply 552 at the end
+      if (bareLineEnding === null) {
+        bareLineEnding = findBareLineEnding(chunk, lastWasCR);
+        lastWasCR = chunk[chunk.length - 1] === 0x0d;
+      }
+      chunks.push(chunk);
+    });
+    stream.once('error', reject);
+    stream.once('end', () => {
+      if (size > maxSize || stream.sizeExceeded) return resolve({ ok: false, code: 552, message: `5.3.4 Message too big (limit ${maxSize} bytes)` });
+      if (bareLineEnding === null && lastWasCR) bareLineEnding = 'bare CR';
+      if (bareLineEnding) return resolve({ ok: false, code: 554, message: `5.6.0 Message refused: ${bareLineEnding} in DATA; lines must end with CRLF (SMTP smuggling protection)` });
+      resolve({ ok: true, raw: Buffer.concat(chunks, size) });
+    });
+  });
 }
 
 /** Finds the first bare CR or bare LF. indexOf is memchr-fast, so this costs little even at 25 MB. */

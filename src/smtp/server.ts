@@ -20,7 +20,7 @@ import type { Store } from '../store/store.js';
 import { readData } from './data.js';
 import { removeGreetingDelay } from './greeting.js';
 import { rewriteMessage } from './rewrite.js';
-import type { DeliveryResult, Upstream } from './upstream.js';
+import type { DeliveryResult, Transmission, Upstream } from './upstream.js';
 
 export interface SmtpContext {
   policy: () => Policy;
@@ -48,7 +48,7 @@ interface Transaction {
 }
 
 function later<A extends unknown[]>(cb: (...args: A) => void): (...args: A) => void {
-  return (...args) => setImmediate(() => cb(...args));
+  return (...args) => queueMicrotask(() => cb(...args));
 }
 
 /** smtp-server sets `user` to false until AUTH succeeds. */
@@ -59,7 +59,12 @@ function agentOfSession(session: SMTPServerSession): string | null {
 const MAX_RECIPIENTS = 1000;
 
 function smtpError(code: number, message: string): Error {
-  return Object.assign(new Error(message), { responseCode: code });
+  // A reply, not a fault: no stack trace to capture (a refused BCC is the common case).
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  const err = Object.assign(new Error(message), { responseCode: code });
+  Error.stackTraceLimit = limit;
+  return err;
 }
 
 export class SmtpChannel {
@@ -125,9 +130,10 @@ export class SmtpChannel {
       hideENHANCEDSTATUSCODES: true, // replies carry their own enhanced codes
       closeTimeout: 30_000,
       logger: false,
-      // Answer on the next turn of the event loop: smtp-server 3.21's SMTPStream.continue() loses its
-      // parser callback when a hook answers synchronously while the next pipelined transaction is
-      // already buffered (test/smtp/hostile.test.ts, "two complete transactions").
+      // Answer once the current call stack has unwound: smtp-server 3.21's SMTPStream.continue()
+      // loses its parser callback when a hook answers synchronously while the next pipelined
+      // transaction is already buffered (test/smtp/hostile.test.ts, "two complete transactions").
+      // A microtask is enough, and unlike setImmediate it does not wait behind other sockets' I/O.
       onAuth: (auth, session, cb) => this.onAuth(auth, session, later(cb)),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, later(cb)),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, later(cb)),
@@ -211,6 +217,17 @@ export class SmtpChannel {
 
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const tx = this.transactions.get(session.id);
+    // The upstream's envelope round trip overlaps the agent's DATA; withdrawn unless the decision
+    // delivers to exactly these recipients.
+    const early = tx && tx.rcpts.length > 0 && this.ctx.policy().mode === 'enforce' ? (this.ctx.upstream?.begin(tx.fromText, tx.rcpts.map((r) => r.address)) ?? null) : null;
+    try {
+      return await this.handleData(stream, session, tx, early);
+    } finally {
+      early?.withdraw(); // no-op once committed
+    }
+  }
+
+  private async handleData(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction | undefined, early: Transmission | null): Promise<string> {
     const data = await readData(stream, this.ctx.maxSize);
     if (!tx) throw smtpError(503, '5.5.1 MAIL FROM first');
     tx.done = true;
@@ -259,7 +276,8 @@ export class SmtpChannel {
       this.ctx.log('info', 'smtp_captured', { id, agent, recipients: decision.keep.length, stripped: record.recipients.stripped.length });
       return `2.0.0 Captured by postguard (no upstream configured) [${id}]`;
     }
-    const result = await this.ctx.upstream.send(tx.fromText, decision.keep, out);
+    const sameEnvelope = early && early.to.length === decision.keep.length && early.to.every((a, i) => a === decision.keep[i]);
+    const result = sameEnvelope ? await early.commit(out) : await this.ctx.upstream.send(tx.fromText, decision.keep, out);
     return this.finishDelivery(record, result, id, agent);
   }
 

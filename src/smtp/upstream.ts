@@ -1,11 +1,12 @@
-// Delivery to the configured upstream with nodemailer, used only to hand over envelopes the policy
-// has already decided and bytes the relay has already checked (never agent data as options: S31).
+// Delivery to the configured upstream, used only to hand over envelopes the policy has already
+// decided and bytes the relay has already checked (never agent data as options: S31).
 // TLS to the upstream is always required and verified: system store + POSTGUARD_UPSTREAM_CA.
 
 import { isIP } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import nodemailer from 'nodemailer';
 import type { ResolveMap } from '../config.js';
+import { SmtpPool, type Session } from './pool.js';
 
 export type DeliveryResult =
   | { status: 'delivered'; response: string; accepted: string[]; rejected: string[] }
@@ -14,14 +15,28 @@ export type DeliveryResult =
 export interface Upstream {
   readonly description: string; // no credentials
   send(from: string, to: string[], raw: Buffer): Promise<DeliveryResult>;
+  /**
+   * Cut-through (as in Exim's cutthrough_delivery): open the upstream transaction (MAIL, RCPT, DATA)
+   * now, while the agent is still sending DATA, and hand over the bytes once the policy has decided.
+   * Withdrawing closes that upstream session without the final dot, so nothing is delivered and
+   * the session is never reused. Returns null when no pooled session is free: a slow agent must not
+   * hold an upstream session others are waiting for.
+   */
+  begin(from: string, to: string[]): Transmission | null;
   close(): void;
+}
+
+export interface Transmission {
+  readonly to: readonly string[];
+  commit(raw: Buffer): Promise<DeliveryResult>;
+  withdraw(): void;
 }
 
 export interface UpstreamOptions {
   url: string;
   extraCa: string | null;
   resolve: ResolveMap;
-  /** Parallel upstream connections, reused across messages. */
+  /** Parallel upstream sessions, reused across messages. */
   maxConnections?: number;
 }
 
@@ -32,43 +47,72 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const port = Number(u.port || (secure ? 465 : 587));
   const target = opts.resolve.get(`${host.toLowerCase()}:${port}`) ?? { host, port };
-  const transport = nodemailer.createTransport({
-    host: target.host,
-    port: target.port,
-    secure,
-    requireTLS: !secure, // STARTTLS or nothing: a downgrade is a failed delivery, not plaintext
-    pool: true,
-    maxConnections: opts.maxConnections ?? 8,
-    maxMessages: Infinity,
-    auth: u.username ? { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } : undefined,
-    tls: {
-      servername: isIP(host) ? undefined : host, // SNI carries names only (RFC 6066); the IP is still verified
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      ca: opts.extraCa ? [...rootCertificates, opts.extraCa] : undefined,
+  const pool = new SmtpPool({
+    max: opts.maxConnections ?? 8,
+    idleMs: 30_000,
+    waitMs: 30_000,
+    auth: u.username ? { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } : null,
+    connection: {
+      host: target.host,
+      port: target.port,
+      secure,
+      requireTLS: !secure, // STARTTLS or nothing: a downgrade is a failed delivery, not plaintext
+      servername: isIP(host) ? undefined : host, // SNI carries names only (RFC 6066); an IP is still verified
+      tls: { rejectUnauthorized: true, minVersion: 'TLSv1.2', ca: opts.extraCa ? [...rootCertificates, opts.extraCa] : undefined },
+      connectionTimeout: 10_000,
+      greetingTimeout: 10_000,
+      socketTimeout: 60_000,
+      logger: false,
     },
-    connectionTimeout: 10_000,
-    greetingTimeout: 10_000,
-    socketTimeout: 60_000,
-    logger: false,
   });
+
+  const transmit = async (from: string, to: string[], message: Buffer | PassThrough): Promise<DeliveryResult> => {
+    let s: Session | undefined;
+    try {
+      s = await pool.acquire();
+      const held = s;
+      // Withdrawn while a session was being found: nothing was sent on it, so it stays reusable.
+      if (message instanceof PassThrough && message.destroyed) {
+        pool.release(held, true);
+        s = undefined;
+        return { status: 'failed', temporary: true, code: null, response: 'withdrawn before sending' };
+      }
+      const info = await new Promise<{ response?: string; accepted?: unknown[]; rejected?: unknown[] }>((resolve, reject) =>
+        held.conn.send({ from, to }, message, (err, result) => (err ? reject(err) : resolve(result as never))));
+      pool.release(held, true);
+      return { status: 'delivered', response: oneLine(String(info.response ?? '')), accepted: (info.accepted ?? []).map(String), rejected: (info.rejected ?? []).map(String) };
+    } catch (e) {
+      if (s) pool.release(s, false);
+      const err = e as { responseCode?: number; response?: string; message: string; code?: string };
+      const code = typeof err.responseCode === 'number' ? err.responseCode : null;
+      // Only an explicit 5xx from the upstream is permanent; a refused connection, a timeout or a
+      // TLS failure may heal, so the agent is told to retry (4xx) and nothing is lost.
+      return { status: 'failed', temporary: code === null || code < 500, code, response: oneLine(err.response ?? `${err.code ?? 'error'}: ${err.message}`) };
+    }
+  };
+
   return {
     description: `${u.protocol}//${host}:${port}${target.host !== host || target.port !== port ? ` via ${target.host}:${target.port}` : ''}`,
-    async send(from, to, raw) {
-      try {
-        const info = await transport.sendMail({ envelope: { from, to }, raw });
-        return { status: 'delivered', response: String(info.response ?? ''), accepted: (info.accepted ?? []).map(String), rejected: (info.rejected ?? []).map(String) };
-      } catch (e) {
-        const err = e as { responseCode?: number; response?: string; message: string; code?: string };
-        const code = typeof err.responseCode === 'number' ? err.responseCode : null;
-        // Only an explicit 5xx from the upstream is permanent; a refused connection, a timeout or a
-        // TLS failure may heal, so the agent is told to retry (4xx) and nothing is lost.
-        return { status: 'failed', temporary: code === null || code < 500, code, response: oneLine(err.response ?? `${err.code ?? 'error'}: ${err.message}`) };
-      }
+    send: (from, to, raw) => transmit(from, to, raw),
+    begin(from, to) {
+      if (!pool.hasFree()) return null;
+      const body = new PassThrough();
+      const result = transmit(from, to, body);
+      let committed = false;
+      return {
+        to: [...to],
+        commit(raw) {
+          committed = true;
+          body.end(raw);
+          return result;
+        },
+        withdraw() {
+          // The stream error fails the send, and a failed session is closed, never reused.
+          if (!committed) body.destroy(new Error('postguard withdrew the message'));
+        },
+      };
     },
-    close() {
-      transport.close();
-    },
+    close: () => pool.close(),
   };
 }
 

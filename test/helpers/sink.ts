@@ -19,6 +19,8 @@ export interface Sink {
   /** PEM file of the sink's CA, for POSTGUARD_UPSTREAM_CA. */
   caFile: string;
   messages: SinkMessage[];
+  /** MAIL FROM commands seen, including transactions that never completed. */
+  transactions: number;
   /** Make the sink answer the final dot with this code (e.g. 451, 550); null = accept. */
   failWith: number | null;
   /** The sink's CA directory; pass it back (`caDir`) to restart a sink that the same relay trusts. */
@@ -33,7 +35,7 @@ export async function startSink(opts: { secure?: boolean; port?: number; names?:
   const caFile = join(dir, 'sink-ca.pem');
   writeFileSync(caFile, ca.certPem);
   const messages: SinkMessage[] = [];
-  const sink: Sink = { port: 0, caFile, messages, failWith: null, caDir: dir, close: async () => {} };
+  const sink: Sink = { port: 0, caFile, messages, transactions: 0, failWith: null, caDir: dir, close: async () => {} };
   const server = new SMTPServer({
     secure: opts.secure ?? false,
     key: leaf.keyPem,
@@ -42,6 +44,10 @@ export async function startSink(opts: { secure?: boolean; port?: number; names?:
     disableReverseLookup: true,
     logger: false,
     onAuth: (auth, _s, cb) => cb(null, { user: auth.username }),
+    onMailFrom: (_a, _s, cb) => {
+      sink.transactions++;
+      cb();
+    },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));

@@ -59,6 +59,7 @@ describe('strip mode: the postmark-mcp BCC never reaches the attacker', () => {
   });
   afterEach(() => {
     sink.messages.length = 0;
+    sink.transactions = 0;
   });
 
   it('nodemailer bcc: colleague gets it, attacker refused at RCPT, nothing of the attacker upstream', async () => {
@@ -114,6 +115,25 @@ describe('strip mode: the postmark-mcp BCC never reaches the attacker', () => {
     expect(text).not.toContain(aws);
     expect(text).not.toContain('MIIEvQIBADANBgkqhkiG9w0BAQEFAASC');
     expect(body.events[0].detectors[0]).toMatchObject({ detector: 'private_key' });
+  });
+
+  it('cut-through: a message withdrawn after its upstream transaction opened is never delivered, and later ones arrive intact', async () => {
+    const secret = ['sk_live_', '4eC39HqLyjWDarjtT1zdp7dc'].join('');
+    // 8 at once, so every pooled upstream connection has had a transaction opened and then withdrawn.
+    const blocked = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+      transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: `withdrawn ${i}`, text: `stripe ${secret}` }).catch((e: { responseCode?: number }) => e.responseCode)));
+    expect(blocked).toEqual(Array(8).fill(554));
+    expect(sink.transactions, 'upstream transactions were opened early for the withdrawn messages').toBeGreaterThan(0);
+    const sent = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+      transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: `after ${i}`, text: `body ${i}` })));
+    expect(sent.every((info) => /^250 /.test(info.response))).toBe(true);
+    expect(sink.messages).toHaveLength(8);
+    const subjects = sink.messages.map((m) => /^Subject: (.*)$/m.exec(m.raw.toString())![1]).sort();
+    expect(subjects).toEqual(Array.from({ length: 8 }, (_, i) => `after ${i}`));
+    for (const m of sink.messages) {
+      expect(m.raw.toString()).not.toContain(secret);
+      expect(m.raw.toString().match(/^Subject: /gm)).toHaveLength(1); // no message glued onto another
+    }
   });
 
   it('X-SMTPAPI naming an unknown recipient is blocked even in strip mode (cannot be stripped)', async () => {

@@ -97,6 +97,9 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
     begin(from, to) {
       if (!pool.hasFree()) return null;
       const body = new PassThrough();
+      // Withdrawing errors the stream; nodemailer listens once sending started, but before that
+      // nobody does, and an unheard 'error' would take the whole relay down.
+      body.on('error', () => {});
       const result = transmit(from, to, body);
       let committed = false;
       return {

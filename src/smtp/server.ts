@@ -222,6 +222,13 @@ export class SmtpChannel {
     const early = tx && tx.rcpts.length > 0 && this.ctx.policy().mode === 'enforce' ? (this.ctx.upstream?.begin(tx.fromText, tx.rcpts.map((r) => r.address)) ?? null) : null;
     try {
       return await this.handleData(stream, session, tx, early);
+    } catch (e) {
+      if (typeof (e as { responseCode?: unknown }).responseCode === 'number') throw e;
+      // A fault of ours (storage full, a bug): the agent keeps the message and retries; the
+      // details go to the log, not to the peer.
+      this.ctx.log('error', 'smtp_internal_error', { session: session.id, error: (e as Error).message });
+      stream.resume();
+      throw smtpError(451, '4.3.0 Temporary internal error, try again later');
     } finally {
       early?.withdraw(); // no-op once committed
     }

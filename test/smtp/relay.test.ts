@@ -315,6 +315,24 @@ describe('capture mode, size limit, seed policy, hot reload', () => {
     }
   });
 
+  it('storage failure in capture mode → 451, never 250; the relay recovers', async () => {
+    const r = await startTestRelay({ policy: policy('strip') });
+    try {
+      r.relay.store.db.exec('PRAGMA query_only = ON'); // every write now fails, as on a full or read-only disk
+      const err = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: Error) => e);
+      expect((err as { responseCode?: number }).responseCode).toBe(451);
+      expect(String((err as { response?: string }).response)).toMatch(/^451 4\.3\.0 Temporary internal error/);
+      expect(r.logs.some((l) => l.event === 'smtp_internal_error')).toBe(true);
+      r.relay.store.db.exec('PRAGMA query_only = OFF');
+      const info = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', text: 'x' });
+      expect(info.response).toMatch(/^250 2\.0\.0 Captured/);
+      const { body } = await adminGet(r, '/api/outbox');
+      expect(body.messages).toHaveLength(1);
+    } finally {
+      await r.close();
+    }
+  });
+
   it('a message over the size limit gets 552', async () => {
     const r = await startTestRelay({ policy: policy('strip'), env: { POSTGUARD_MAX_MESSAGE_SIZE: '2000' } });
     try {

@@ -51,6 +51,36 @@ describe('greeting', () => {
   });
 });
 
+describe('EHLO', () => {
+  it('offers STARTTLS, AUTH PLAIN LOGIN, SIZE 25 MB, 8BITMIME, PIPELINING, SMTPUTF8 — and not CHUNKING', async () => {
+    const r = await startTestRelay({ policy: POLICY });
+    try {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const s = connect(r.smtpPort, '127.0.0.1');
+        let buf = '';
+        s.setTimeout(5000, () => reject(new Error('timeout')));
+        s.on('data', (d) => {
+          buf += d;
+          if (buf.startsWith('220') && !buf.includes('EHLO-SENT')) {
+            buf += 'EHLO-SENT';
+            s.write('EHLO agent.test\r\n');
+          }
+          if (/\r\n250 [^\r]*\r\n$/.test(buf)) {
+            resolve(buf);
+            s.end('QUIT\r\n');
+          }
+        });
+        s.once('error', reject);
+      });
+      const features = reply.split('\r\n').filter((l) => l.startsWith('250')).map((l) => l.slice(4));
+      expect(features).toEqual(expect.arrayContaining(['PIPELINING', '8BITMIME', 'SMTPUTF8', 'AUTH PLAIN LOGIN', 'STARTTLS', 'SIZE 26214400']));
+      expect(features.join(' ')).not.toMatch(/CHUNKING|BINARYMIME/);
+    } finally {
+      await r.close();
+    }
+  });
+});
+
 describe('SIGTERM', () => {
   it('stops accepting, finishes the message in flight, exits 0', async () => {
     const sink = await startSink();

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
+import { parseDuration, parseSize } from './core/units.js';
 
 export interface Listen {
   host: string;
@@ -25,6 +26,9 @@ export interface Config {
   upstreamCa: string | null;
   resolve: ResolveMap;
   maxMessageSize: number;
+  /** sync: 250 after the upstream's 250; queue: 250 after an fsync'd store, a worker delivers. */
+  delivery: 'sync' | 'queue';
+  queue: { concurrency: number; retryBaseMs: number; retryMaxMs: number; maxAgeMs: number };
   /** Allow listening on non-loopback addresses without admin token or agent credentials. */
   allowOpen: boolean;
   hostname: string;
@@ -65,6 +69,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     upstreamCa,
     resolve: resolveMap(env.POSTGUARD_RESOLVE ?? ''),
     maxMessageSize: sizeVar('POSTGUARD_MAX_MESSAGE_SIZE', env.POSTGUARD_MAX_MESSAGE_SIZE, 25 * 1024 * 1024),
+    delivery: oneOf('POSTGUARD_DELIVERY', env.POSTGUARD_DELIVERY, ['sync', 'queue'] as const, 'sync'),
+    queue: {
+      concurrency: intVar('POSTGUARD_QUEUE_CONCURRENCY', env.POSTGUARD_QUEUE_CONCURRENCY, 8),
+      retryBaseMs: durationVar('POSTGUARD_QUEUE_RETRY_BASE', env.POSTGUARD_QUEUE_RETRY_BASE, '30s'),
+      retryMaxMs: durationVar('POSTGUARD_QUEUE_RETRY_MAX', env.POSTGUARD_QUEUE_RETRY_MAX, '15m'),
+      maxAgeMs: durationVar('POSTGUARD_QUEUE_MAX_AGE', env.POSTGUARD_QUEUE_MAX_AGE, '2d'),
+    },
     allowOpen: env.POSTGUARD_ALLOW_OPEN === '1' || env.POSTGUARD_ALLOW_OPEN === 'true',
     hostname: env.POSTGUARD_HOSTNAME || 'postguard.local',
   };
@@ -98,9 +109,28 @@ function resolveMap(text: string): ResolveMap {
 
 function sizeVar(name: string, value: string | undefined, fallback: number): number {
   if (!value) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name}: expected a positive number of bytes`);
+  const n = parseSize(value);
+  if (n === null || n <= 0) throw new ConfigError(`${name}: expected a size such as 25MB or a number of bytes`);
   return n;
+}
+
+function intVar(name: string, value: string | undefined, fallback: number): number {
+  if (!value) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name}: expected a positive whole number`);
+  return n;
+}
+
+function durationVar(name: string, value: string | undefined, fallback: string): number {
+  const ms = parseDuration(value || fallback);
+  if (ms === null) throw new ConfigError(`${name}: expected a duration such as 250ms, 30s, 15m, 2d`);
+  return ms;
+}
+
+function oneOf<T extends string>(name: string, value: string | undefined, choices: readonly T[], fallback: T): T {
+  if (!value) return fallback;
+  if (!(choices as readonly string[]).includes(value)) throw new ConfigError(`${name}: expected one of ${choices.join(' | ')}, got ${JSON.stringify(value)}`);
+  return value as T;
 }
 
 export function isLoopback(host: string): boolean {

@@ -6,6 +6,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { AdminServer } from './admin/server.js';
+import { AlertHub } from './alerts/hub.js';
+import { createOutbound } from './delivery/outbound.js';
+import { Quarantine } from './delivery/quarantine.js';
+import { DeliveryQueue } from './delivery/queue.js';
+import { AgentHistory } from './policy/history.js';
 import { isLoopback, type Config } from './config.js';
 import type { Logger } from './core/log.js';
 import { loadPolicyFile } from './policy/load.js';
@@ -22,6 +27,8 @@ export interface Relay {
   addresses: { smtp: AddressInfo | null; smtps: AddressInfo | null; admin: AddressInfo | null };
   policy: PolicyHolder;
   store: Store;
+  alerts: AlertHub;
+  quarantine: Quarantine;
   adminToken: string;
   close(): Promise<void>;
 }
@@ -44,18 +51,32 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   const store = Store.open(cfg.dataDir);
   const adminToken = cfg.adminToken ?? loadOrCreateToken(cfg.dataDir, opts.printToken ?? ((l) => process.stderr.write(l)));
 
+  // The policy's webhook is read at each alert, so a reload that changes it applies at once.
+  let current = policy0;
+  const alerts = new AlertHub(store.db, log, { url: () => current.alerts.webhook });
   const policy = new PolicyHolder(policy0, log, {
-    onReload: (next, prev) => store.record({ kind: 'policy', action: 'policy_reloaded', policy_version: next.version, previous_version: prev.version, file: next.file }),
-    onRejected: (errors) => store.record({ kind: 'policy', action: 'policy_rejected', alert: true, errors: errors.map(formatPolicyError), policy_version: policy.current.version }),
+    onReload: (next, prev) => {
+      current = next;
+      store.record({ kind: 'policy', action: 'policy_reloaded', policy_version: next.version, previous_version: prev.version, file: next.file });
+    },
+    onRejected: (errors) => {
+      const record = store.record({ kind: 'policy', action: 'policy_rejected', errors: errors.map(formatPolicyError), policy_version: policy.current.version });
+      alerts.raise({ kind: 'policy_rejected', severity: 'high', summary: `policy file ${policy.current.file} has errors; the previous policy stays in force: ${formatPolicyError(errors[0]!)}`, event_id: record.id, details: { errors: errors.map(formatPolicyError) } });
+    },
   });
 
-  const upstream: Upstream | null = cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve }) : null;
+  const upstream: Upstream | null = cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve, maxConnections: cfg.queue.concurrency }) : null;
+  const queue = upstream && cfg.delivery === 'queue' ? new DeliveryQueue(store, upstream, alerts, log, { concurrency: cfg.queue.concurrency, baseDelayMs: cfg.queue.retryBaseMs, maxDelayMs: cfg.queue.retryMaxMs, maxAgeMs: cfg.queue.maxAgeMs }) : null;
+  const outbound = createOutbound(upstream ? cfg.delivery : 'capture', store, upstream, queue);
+  const quarantine = new Quarantine(store, outbound, () => policy.current, log);
   const names = [cfg.hostname, 'localhost', '127.0.0.1', '::1', ...[cfg.smtpListen, cfg.smtpsListen].flatMap((l) => (l ? [l.host] : []))];
   const leaf = ca.leafFor([...new Set(names.filter((n) => n !== '0.0.0.0' && n !== '::'))]);
   const smtp = new SmtpChannel({
     policy: () => policy.current,
     store,
-    upstream,
+    outbound,
+    alerts,
+    history: new AgentHistory(),
     tls: { key: leaf.keyPem, cert: leaf.certPem },
     log,
     hostname: cfg.hostname,
@@ -67,6 +88,8 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   const admin = new AdminServer({
     token: adminToken,
     store,
+    alerts,
+    quarantine,
     caPem: ca.certPem,
     log,
     info: () => ({
@@ -75,27 +98,37 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
       listen: Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : null])),
       policy: { version: policy.current.version, file: policy.current.file, format: policy.current.format, mode: policy.current.mode },
       upstream: upstream ? upstream.description : 'capture',
+      delivery: outbound.mode,
+      queue: outbound.mode === 'queue' ? store.queueStats() : null,
     }),
   });
 
   Object.assign(addresses, await smtp.listen(cfg.smtpListen, cfg.smtpsListen));
   addresses.admin = cfg.adminListen ? await admin.listen(cfg.adminListen) : null;
   policy.watch();
+  queue?.start();
+  quarantine.expire();
+  const expiry = setInterval(() => quarantine.expire(), 60_000).unref();
   store.record({ kind: 'system', action: 'relay_started', version: VERSION, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture' });
-  log('info', 'relay_started', { version: VERSION, ...Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.address}:${a.port}` : null])), policy: policy0.file, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture (no POSTGUARD_UPSTREAM_SMTP)' });
+  log('info', 'relay_started', { version: VERSION, delivery: outbound.mode, ...Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.address}:${a.port}` : null])), policy: policy0.file, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture (no POSTGUARD_UPSTREAM_SMTP)' });
 
   let closed = false;
   return {
     addresses,
     policy,
     store,
+    alerts,
+    quarantine,
     adminToken,
     async close() {
       if (closed) return;
       closed = true;
       policy.close();
+      clearInterval(expiry);
       await smtp.close();
       await admin.close();
+      await queue?.close();
+      alerts.close();
       upstream?.close();
       store.record({ kind: 'system', action: 'relay_stopped' });
       store.close();

@@ -7,17 +7,24 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../core/log.js';
 import type { Listen } from '../config.js';
+import type { AlertHub } from '../alerts/hub.js';
+import type { Quarantine } from '../delivery/quarantine.js';
 import type { Store } from '../store/store.js';
 
 export interface AdminContext {
   token: string;
   store: Store;
+  alerts: AlertHub;
+  quarantine: Quarantine;
   caPem: string;
   info: () => Record<string, unknown>;
   log: Logger;
 }
 
-type Handler = (req: IncomingMessage, url: URL, params: string[]) => { status: number; body: unknown; type?: string };
+type Reply = { status: number; body: unknown; type?: string };
+type Handler = (req: IncomingMessage, url: URL, params: string[]) => Reply | Promise<Reply>;
+
+const ID = '([0-9a-f-]{36})';
 
 export class AdminServer {
   private server: Server | null = null;
@@ -34,17 +41,30 @@ export class AdminServer {
         const events = ctx.store.audit.list({ limit: n('limit'), before: n('before'), kind: url.searchParams.get('kind') ?? undefined, action: url.searchParams.get('action') ?? undefined });
         return json({ events });
       }],
-      ['GET', /^\/api\/events\/([0-9a-f-]{36})$/, true, (_req, _url, [id]) => {
+      ['GET', new RegExp(`^/api/events/${ID}$`), true, (_req, _url, [id]) => {
         const event = ctx.store.audit.get(id!);
         return event ? json(event) : json({ error: 'not found' }, 404);
       }],
       ['GET', /^\/api\/outbox$/, true, () => json({ messages: ctx.store.outbox() })],
-      ['GET', /^\/api\/quarantine$/, true, () => json({ messages: ctx.store.quarantined() })],
+      ['GET', /^\/api\/quarantine$/, true, (_req, url) => json({ messages: ctx.quarantine.list(Number(url.searchParams.get('limit') ?? 50)) })],
+      ['GET', new RegExp(`^/api/quarantine/${ID}$`), true, (_req, _url, [id]) => {
+        const entry = ctx.quarantine.show(id!);
+        if (!entry) return json({ error: 'not found' }, 404);
+        const { raw, ...rest } = entry;
+        // The held bytes are attacker-controlled: returned as data (base64), never as markup.
+        return json({ ...rest, raw_base64: raw.toString('base64') });
+      }],
+      ['POST', new RegExp(`^/api/quarantine/${ID}/release$`), true, async (_req, _url, [id]) => {
+        const r = await ctx.quarantine.release(id!, 'admin-api');
+        return r.ok ? json(r) : json({ error: r.error }, r.status);
+      }],
+      ['POST', new RegExp(`^/api/quarantine/${ID}/delete$`), true, (_req, _url, [id]) => (ctx.quarantine.delete(id!, 'admin-api') ? json({ ok: true }) : json({ error: 'not found' }, 404))],
+      ['GET', /^\/api\/alerts$/, true, (_req, url) => json({ alerts: ctx.alerts.list({ limit: Number(url.searchParams.get('limit') ?? 50), kind: url.searchParams.get('kind') ?? undefined, before: url.searchParams.get('before') ?? undefined }) })],
     ];
   }
 
   async listen(l: Listen): Promise<AddressInfo> {
-    this.server = createServer((req, res) => this.handle(req, res));
+    this.server = createServer((req, res) => void this.handle(req, res));
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {
@@ -62,7 +82,7 @@ export class AdminServer {
     });
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const send = (status: number, body: unknown, type = 'application/json') => {
       const text = type === 'application/json' ? JSON.stringify(body) : String(body);
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
@@ -80,7 +100,8 @@ export class AdminServer {
         return send(401, { error: 'admin token required (Authorization: Bearer <token>)' });
       }
       const params = path.exec(url.pathname)!.slice(1);
-      const out = handler(req, url, params);
+      req.resume(); // no route reads a body yet; drain it so keep-alive works
+      const out = await handler(req, url, params);
       send(out.status, out.body, out.type);
     } catch (e) {
       this.ctx.log('error', 'admin_error', { error: (e as Error).message });

@@ -8,10 +8,12 @@
 import type { Mailbox } from '../core/address.js';
 import type { MailIntent, Recipient } from '../core/intent.js';
 import { scanText, type DetectorKind, type Finding } from './detectors.js';
+import { EMPTY_HISTORY, type HistorySnapshot } from './history.js';
 import { findMatch, matchesMailbox } from './patterns.js';
-import type { AgentPolicy, AttachmentRule, ContentAction, Pattern, Policy, UnknownAction } from './types.js';
+import type { AgentPolicy, AttachmentRule, ContentAction, LimitAction, Pattern, Policy, UnknownAction } from './types.js';
 
-export type Action = 'deliver' | 'block' | 'quarantine';
+/** `tempfail`: not now (a limit), the agent may retry later (SMTP 451 4.7.1). */
+export type Action = 'deliver' | 'tempfail' | 'block' | 'quarantine';
 
 /** Fixed phrases, so audit records and alerts can be grouped and searched. */
 export const REASONS = {
@@ -25,6 +27,8 @@ export const REASONS = {
   secret: 'secret or credential in content',
   attachment: 'attachment rule matched',
   input: 'input could not be parsed safely',
+  rate: 'message rate limit for this agent reached',
+  bulk: 'too many unknown recipient domains for this agent',
 } as const;
 export type Reason = (typeof REASONS)[keyof typeof REASONS];
 
@@ -60,11 +64,13 @@ export interface Decision {
   wouldStrip: string[];
   recipients: RecipientVerdict[];
   hits: ContentHit[];
+  /** Limit rules this message tripped (including alert-only ones). */
+  limits: string[];
   /** Raise an alert: every block, quarantine, strip, content hit and monitor-mode would-action. */
   alert: boolean;
 }
 
-const SEVERITY: Record<Action, number> = { deliver: 0, quarantine: 1, block: 2 };
+const SEVERITY: Record<Action, number> = { deliver: 0, tempfail: 1, quarantine: 2, block: 3 };
 
 export function agentOf(policy: Policy, agentId: string | null): AgentPolicy | null {
   return agentId === null ? null : (policy.agents.get(agentId) ?? null);
@@ -94,7 +100,7 @@ export function senderAllowed(policy: Policy, agentId: string | null, m: Mailbox
 
 const VISIBLE_FIELDS = new Set<Recipient['field']>(['to', 'cc', 'resent-to', 'resent-cc']);
 
-export function decide(intent: MailIntent, policy: Policy): Decision {
+export function decide(intent: MailIntent, policy: Policy, history: HistorySnapshot = EMPTY_HISTORY): Decision {
   let action: Action = 'deliver';
   let rule = 'recipients';
   let reason: Reason = REASONS.allowed;
@@ -143,6 +149,19 @@ export function decide(intent: MailIntent, policy: Policy): Decision {
     if (h.action !== 'alert') escalate(h.action, h.rule, h.finding ? REASONS.secret : REASONS.attachment);
   }
 
+  // Limits, over the agent's recent past
+  const tripped: string[] = [];
+  const limit = (action: LimitAction, rule: string, why: Reason): void => {
+    tripped.push(rule);
+    if (action !== 'alert') escalate(action, rule, why);
+  };
+  const { messages, bulkUnknownDomains: bulk } = policy.limits;
+  if (messages && history.messages >= messages.max) limit(messages.action, 'limits.messages', REASONS.rate);
+  const unknownDomains = unknownDomainsOf(verdicts);
+  if (bulk && unknownDomains.length > 0 && new Set([...history.unknownDomains, ...unknownDomains]).size > bulk.maxDomains) {
+    limit(bulk.action, 'limits.bulk_unknown_domains', REASONS.bulk);
+  }
+
   const delivering = verdicts.filter((_, i) => intent.recipients[i]!.delivers);
   const strippedSet = unique(verdicts.filter((v) => v.outcome === 'strip').map((v) => v.address));
   const keepAll = unique(delivering.map((v) => v.address));
@@ -163,7 +182,8 @@ export function decide(intent: MailIntent, policy: Policy): Decision {
     wouldStrip: enforce ? [] : strippedSet,
     recipients: verdicts,
     hits,
-    alert: changes || hits.length > 0,
+    limits: tripped,
+    alert: changes || hits.length > 0 || tripped.length > 0,
   };
 }
 
@@ -192,6 +212,11 @@ export function attachmentMatches(rule: AttachmentRule, filename: string, conten
   if (rule.extensions && ext && rule.extensions.has(ext)) return true;
   if (rule.types && (rule.types.has(type) || rule.types.has(`${type.split('/')[0]}/*`))) return true;
   return rule.maxSize !== null && size > rule.maxSize;
+}
+
+/** Domains of the recipients no pattern allowed: what the bulk limit counts. */
+export function unknownDomainsOf(verdicts: readonly RecipientVerdict[]): string[] {
+  return unique(verdicts.filter((v) => v.allowedBy === null).map((v) => v.address.slice(v.address.lastIndexOf('@') + 1)));
 }
 
 function unique(xs: string[]): string[] {

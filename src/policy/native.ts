@@ -4,7 +4,7 @@ import { DETECTOR_KINDS, type DetectorKind } from './detectors.js';
 import { isPasswordHash } from './password.js';
 import { parsePattern } from './patterns.js';
 import type { Value } from './reader.js';
-import type { AgentPolicy, AttachmentRule, ContentAction, Pattern, Policy, SecretRule, UnknownAction, UnknownRecipients } from './types.js';
+import type { AgentPolicy, AttachmentRule, ContentAction, Limits, Pattern, Policy, SecretRule, UnknownAction, UnknownRecipients } from './types.js';
 
 export type PolicyBody = Omit<Policy, 'version' | 'file' | 'format'>;
 
@@ -22,7 +22,7 @@ export function fromNative(root: Value): PolicyBody {
 
   const unknown = f.get('unknown_recipients');
   const quarantine = f.get('quarantine')?.fields(['duration']);
-  const limits = f.get('limits')?.fields(['bulk_unknown_domains']);
+  const limits = f.get('limits')?.fields(['messages', 'bulk_unknown_domains', 'constant_recipient']);
   const alerts = f.get('alerts')?.fields(['webhook', 'priority']);
   const http = f.get('http')?.fields(['allow']);
   return {
@@ -35,7 +35,11 @@ export function fromNative(root: Value): PolicyBody {
     secrets: f.has('secrets') ? (f.get('secrets')!.items() ?? []).map(secretRule) : [],
     attachments: f.has('attachments') ? (f.get('attachments')!.items() ?? []).map(attachmentRule) : [],
     quarantineMs: quarantine?.get('duration')?.duration() ?? DEFAULT_QUARANTINE_MS,
-    bulkUnknownDomains: limits?.has('bulk_unknown_domains') ? bulkLimit(limits.get('bulk_unknown_domains')!) : null,
+    limits: {
+      messages: limits?.has('messages') ? messageLimit(limits.get('messages')!) : null,
+      bulkUnknownDomains: limits?.has('bulk_unknown_domains') ? bulkLimit(limits.get('bulk_unknown_domains')!) : null,
+      constantRecipient: limits?.has('constant_recipient') ? constantRecipient(limits.get('constant_recipient')!) : DEFAULT_CONSTANT_RECIPIENT,
+    },
     alerts: {
       webhook: alerts?.get('webhook') ? webhookUrl(alerts.get('webhook')!) : null,
       priority: alerts?.get('priority')?.oneOf(['low', 'normal', 'high'] as const) ?? 'normal',
@@ -134,9 +138,33 @@ function contentAction(v: Value | undefined, parent: Value): ContentAction {
   return v.oneOf(CONTENT_ACTIONS) ?? 'block';
 }
 
-function bulkLimit(v: Value): Policy['bulkUnknownDomains'] {
-  const f = v.fields(['max_domains', 'window']) ?? new Map();
-  return { maxDomains: f.get('max_domains')?.positiveInt() ?? 5, windowMs: f.get('window')?.duration() ?? 3_600_000 };
+const LIMIT_ACTIONS = ['tempfail', 'block', 'quarantine', 'alert'] as const;
+
+/** On unless a policy says `constant_recipient: off`: it only ever alerts. */
+export const DEFAULT_CONSTANT_RECIPIENT: Limits['constantRecipient'] = { messages: 50, minMessages: 10, share: 0.6, ignore: [] };
+
+function messageLimit(v: Value): Limits['messages'] {
+  const f = v.fields(['max', 'window', 'action']) ?? new Map();
+  if (!f.has('max')) v.error('a messages limit needs `max`');
+  return { max: f.get('max')?.positiveInt() ?? 1, windowMs: f.get('window')?.duration() ?? 3_600_000, action: f.get('action')?.oneOf(LIMIT_ACTIONS) ?? 'tempfail' };
+}
+
+export function bulkLimit(v: Value): Limits['bulkUnknownDomains'] {
+  const f = v.fields(['max_domains', 'window', 'action']) ?? new Map();
+  return { maxDomains: f.get('max_domains')?.positiveInt() ?? 5, windowMs: f.get('window')?.duration() ?? 3_600_000, action: f.get('action')?.oneOf(LIMIT_ACTIONS) ?? 'block' };
+}
+
+function constantRecipient(v: Value): Limits['constantRecipient'] {
+  if (v.scalar() === 'off' || v.scalar() === false) return null;
+  const f = v.fields(['messages', 'min_messages', 'share', 'ignore']) ?? new Map();
+  const share = f.get('share')?.scalar() ?? 0.6;
+  if (typeof share !== 'number' || share <= 0 || share > 1) f.get('share')?.error('expected a fraction between 0 and 1');
+  return {
+    messages: f.get('messages')?.positiveInt() ?? 50,
+    minMessages: f.get('min_messages')?.positiveInt() ?? 10,
+    share: typeof share === 'number' ? share : 0.6,
+    ignore: f.has('ignore') ? patternList(f.get('ignore')!) : [],
+  };
 }
 
 function webhookUrl(v: Value): string | null {

@@ -2,6 +2,7 @@
 // is wrong (`file:line:col: message`) while reading it like plain data.
 
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { parseDuration, parseSize } from '../core/units.js';
 import type { PolicyError } from './types.js';
 
 export class Errors {
@@ -113,22 +114,12 @@ export class Value {
 
   /** `24h`, `30m`, `90s`, `7d`, or a bare number of seconds. */
   duration(): number | undefined {
-    const v = this.scalar();
-    if (typeof v === 'number' && v > 0) return v * 1000;
-    const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(v.trim()) : null;
-    if (!m) return this.error('expected a duration such as 30s, 15m, 24h or 7d');
-    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-    return Number(m[1]) * unit;
+    return parseDuration(this.scalar()) ?? this.error('expected a duration such as 30s, 15m, 24h or 7d');
   }
 
   /** `10MB`, `512 KiB`, `1024` (bytes). */
   size(): number | undefined {
-    const v = this.scalar();
-    if (typeof v === 'number' && v >= 0) return v;
-    const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$/i.exec(v.trim()) : null;
-    if (!m) return this.error('expected a size such as 512KB, 10MB or a number of bytes');
-    const units: Record<string, number> = { b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1 << 20, gb: 1e9, gib: 1 << 30 };
-    return Math.round(Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]!);
+    return parseSize(this.scalar()) ?? this.error('expected a size such as 512KB, 10MB or a number of bytes');
   }
 
   positiveInt(): number | undefined {

@@ -3,7 +3,7 @@
 // original) or a plain map; both read the same.
 
 import { DETECTOR_KINDS, type DetectorKind } from './detectors.js';
-import { DEFAULT_QUARANTINE_MS, patternList, type PolicyBody } from './native.js';
+import { DEFAULT_CONSTANT_RECIPIENT, DEFAULT_QUARANTINE_MS, patternList, type PolicyBody } from './native.js';
 import type { Value } from './reader.js';
 import type { AttachmentRule, Pattern, SecretRule, UnknownAction } from './types.js';
 
@@ -65,7 +65,11 @@ export function fromSeed(root: Value): PolicyBody {
     secrets,
     attachments,
     quarantineMs: response.get('quarantine_duration')?.duration() ?? DEFAULT_QUARANTINE_MS,
-    bulkUnknownDomains: blocked.get('bulk_email_to_unknown_domains') ? { maxDomains: 5, windowMs: 3_600_000 } : null,
+    limits: {
+      messages: null,
+      bulkUnknownDomains: blocked.get('bulk_email_to_unknown_domains') ? { maxDomains: 5, windowMs: 3_600_000, action: violation.unknown === 'strip' ? 'block' : violation.unknown } : null,
+      constantRecipient: DEFAULT_CONSTANT_RECIPIENT,
+    },
     alerts: { webhook: null, priority: response.get('alert_priority')?.oneOf(['low', 'normal', 'high'] as const) ?? 'high' },
     http: { allow: [] },
   };

@@ -48,9 +48,19 @@ export interface AttachmentRule {
   action: ContentAction;
 }
 
-export interface BulkUnknownDomains {
-  maxDomains: number;
-  windowMs: number;
+/** What a tripped limit does: `tempfail` answers 451 4.7.1 (the agent retries later). */
+export type LimitAction = 'tempfail' | 'block' | 'quarantine' | 'alert';
+
+export interface Limits {
+  /** Messages per agent per window. */
+  messages: { max: number; windowMs: number; action: LimitAction } | null;
+  /** Distinct unknown recipient domains an agent may try per window (the seed's bulk_email_to_unknown_domains). */
+  bulkUnknownDomains: { maxDomains: number; windowMs: number; action: LimitAction } | null;
+  /**
+   * The silent-BCC signature: one address on a large share of an agent's recent messages as an
+   * extra (not To) recipient while the To recipients vary. Alert only, in every mode, allowed or not.
+   */
+  constantRecipient: { messages: number; minMessages: number; share: number; ignore: Pattern[] } | null;
 }
 
 export interface Policy {
@@ -66,7 +76,7 @@ export interface Policy {
   secrets: SecretRule[];
   attachments: AttachmentRule[];
   quarantineMs: number;
-  bulkUnknownDomains: BulkUnknownDomains | null;
+  limits: Limits;
   alerts: { webhook: string | null; priority: 'low' | 'normal' | 'high' };
   http: { allow: Pattern[] };
 }

@@ -12,7 +12,7 @@ import type { MailIntent, Recipient } from '../core/intent.js';
 import type { Logger } from '../core/log.js';
 import { contentFacts, headerFacts, splitHeader } from '../core/message.js';
 import type { Listen } from '../config.js';
-import { agentOf, decide, judgeRecipient, senderAllowed, unknownActionFor, type Decision } from '../policy/decide.js';
+import { agentOf, decide, judgeRecipient, senderAllowed, unknownActionFor, unknownDomainsOf, type Decision } from '../policy/decide.js';
 import { verifyPassword } from '../policy/password.js';
 import type { Policy } from '../policy/types.js';
 import { newEventId } from '../store/audit.js';
@@ -20,13 +20,19 @@ import type { Store } from '../store/store.js';
 import { readData } from './data.js';
 import { removeGreetingDelay } from './greeting.js';
 import { rewriteMessage } from './rewrite.js';
-import type { DeliveryResult, Transmission, Upstream } from './upstream.js';
+import type { Transmission } from './upstream.js';
+import type { Outbound } from '../delivery/outbound.js';
+import type { AlertHub } from '../alerts/hub.js';
+import { decisionAlert } from '../alerts/decision.js';
+import type { AgentHistory } from '../policy/history.js';
 
 export interface SmtpContext {
   policy: () => Policy;
   store: Store;
-  /** null = capture mode: allowed mail is stored in the outbox instead of delivered. */
-  upstream: Upstream | null;
+  /** Where allowed mail goes: the upstream now (sync), the queue, or the outbox (capture). */
+  outbound: Outbound;
+  alerts: AlertHub;
+  history: AgentHistory;
   tls: { key: string; cert: string };
   log: Logger;
   hostname: string;
@@ -219,7 +225,7 @@ export class SmtpChannel {
     const tx = this.transactions.get(session.id);
     // The upstream's envelope round trip overlaps the agent's DATA; withdrawn unless the decision
     // delivers to exactly these recipients.
-    const early = tx && tx.rcpts.length > 0 && this.ctx.policy().mode === 'enforce' ? (this.ctx.upstream?.begin(tx.fromText, tx.rcpts.map((r) => r.address)) ?? null) : null;
+    const early = tx && tx.rcpts.length > 0 && this.ctx.policy().mode === 'enforce' ? this.ctx.outbound.begin(tx.fromText, tx.rcpts.map((r) => r.address)) : null;
     try {
       return await this.handleData(stream, session, tx, early);
     } catch (e) {
@@ -252,19 +258,23 @@ export class SmtpChannel {
     const raw = data.raw;
     const split = splitHeader(raw);
     const intent = await buildIntent(id, agent, tx, raw, split);
-    const decision = decide(intent, policy);
+    // Limits are per agent; without AUTH the client address stands in for the agent.
+    const historyKey = agent ?? `client:${session.remoteAddress}`;
+    const now = Date.now();
+    const decision = decide(intent, policy, this.ctx.history.snapshot(historyKey, policy.limits, now));
     const record = { ...base, size: raw.length, ...decisionFields(decision, tx, intent) };
+    const accepted = decision.action === 'deliver' || decision.action === 'quarantine';
+    this.ctx.history.record(historyKey, policy.limits, now, { accepted, unknownDomains: unknownDomainsOf(decision.recipients) });
+    this.watchForSilentBcc(historyKey, policy, intent, id, agent);
+    const alert = decisionAlert(decision, policy, { agent, channel: 'smtp', eventId: id });
+    const raise = () => alert && this.ctx.alerts.raise(alert);
 
-    if (decision.action === 'block') {
-      this.ctx.store.record({ ...record, action: 'blocked' });
-      this.ctx.log('warn', 'smtp_blocked', { id, agent, rule: decision.rule, reason: decision.reason });
+    if (decision.action === 'tempfail' || decision.action === 'block') {
+      this.ctx.store.record({ ...record, action: decision.action === 'block' ? 'blocked' : 'limited' });
+      raise();
+      this.ctx.log('warn', `smtp_${decision.action === 'block' ? 'blocked' : 'limited'}`, { id, agent, rule: decision.rule, reason: decision.reason });
+      if (decision.action === 'tempfail') throw smtpError(451, `4.7.1 Try again later: ${decision.reason} (rule ${decision.rule}) [${id}]`);
       throw smtpError(554, `5.7.1 Message refused by postguard policy (${decision.reason}; rule ${decision.rule}) [${id}]`);
-    }
-    if (decision.action === 'quarantine') {
-      const envelope = { from: tx.fromText, to: decision.keep };
-      this.ctx.store.quarantine({ ...record, action: 'quarantined' }, { channel: 'smtp', agent, reason: decision.reason, rule: decision.rule, envelope, holdMs: policy.quarantineMs }, raw);
-      this.ctx.log('warn', 'smtp_quarantined', { id, agent, rule: decision.rule, reason: decision.reason });
-      return `2.0.0 Held for review by postguard [${id}]`;
     }
 
     const out = rewriteMessage(raw, split, {
@@ -278,29 +288,49 @@ export class SmtpChannel {
       singleRecipient: decision.keep.length === 1 ? decision.keep[0]! : null,
       date: new Date(),
     });
-    if (!this.ctx.upstream) {
-      this.ctx.store.capture({ ...record, action: 'captured' }, { from: tx.fromText, to: decision.keep }, out);
-      this.ctx.log('info', 'smtp_captured', { id, agent, recipients: decision.keep.length, stripped: record.recipients.stripped.length });
-      return `2.0.0 Captured by postguard (no upstream configured) [${id}]`;
+    if (decision.action === 'quarantine') {
+      // Held as it would be relayed, with every recipient the agent asked for: release filters
+      // them through the policy in force then.
+      const envelope = { from: tx.fromText, to: [...new Set([...decision.keep, ...tx.rcpts.map((r) => r.address)])] };
+      this.ctx.store.quarantine({ ...record, action: 'quarantined' }, { channel: 'smtp', agent, reason: decision.reason, rule: decision.rule, envelope, holdMs: policy.quarantineMs }, out);
+      raise();
+      this.ctx.log('warn', 'smtp_quarantined', { id, agent, rule: decision.rule, reason: decision.reason });
+      return `2.0.0 Held for review by postguard [${id}]`;
     }
-    const sameEnvelope = early && early.to.length === decision.keep.length && early.to.every((a, i) => a === decision.keep[i]);
-    const result = sameEnvelope ? await early.commit(out) : await this.ctx.upstream.send(tx.fromText, decision.keep, out);
-    return this.finishDelivery(record, result, id, agent);
+
+    const result = await this.ctx.outbound.submit({ id, agent, from: tx.fromText, to: decision.keep, raw: out }, record, early);
+    raise();
+    this.ctx.log(result.status === 'failed' ? 'warn' : 'info', `smtp_${result.record.action}`, { id, agent, recipients: decision.keep.length, stripped: decision.stripped.length });
+    switch (result.status) {
+      case 'delivered':
+        return `2.0.0 Delivered by postguard [${id}]`;
+      case 'queued':
+        return `2.0.0 Queued by postguard [${id}]`;
+      case 'captured':
+        return `2.0.0 Captured by postguard (no upstream configured) [${id}]`;
+      case 'failed':
+        if (result.temporary) throw smtpError(451, `4.4.1 Upstream unavailable, try again later [${id}]`);
+        throw smtpError(554, `5.0.0 Upstream refused the message: ${result.code} [${id}]`);
+    }
   }
 
-  private finishDelivery(record: Record<string, unknown> & { id: string }, result: DeliveryResult, id: string, agent: string | null): string {
-    const upstream = result.status === 'delivered'
-      ? { status: 'delivered', response: result.response, rejected: result.rejected }
-      : { status: 'failed', temporary: result.temporary, code: result.code, response: result.response };
-    if (result.status === 'delivered') {
-      this.ctx.store.record({ ...record, id, kind: 'message', action: 'delivered', upstream });
-      this.ctx.log('info', 'smtp_delivered', { id, agent });
-      return `2.0.0 Delivered by postguard [${id}]`;
+  /** The constant-extra-recipient detector: alert-only, in every mode, whether the address is allowed or not. */
+  private watchForSilentBcc(key: string, policy: Policy, intent: MailIntent, id: string, agent: string | null): void {
+    const requested = intent.recipients.filter((r) => r.field === 'envelope');
+    const shownTo = new Set(intent.recipients.filter((r) => r.field === 'to').map((r) => r.mailbox.address));
+    const primaries = requested.filter((r) => shownTo.has(r.mailbox.address)).map((r) => r.mailbox);
+    const extras = requested.filter((r) => !shownTo.has(r.mailbox.address)).map((r) => r.mailbox);
+    for (const a of this.ctx.history.observe(key, policy.limits, primaries, extras)) {
+      this.ctx.alerts.raise({
+        kind: 'constant_extra_recipient',
+        severity: 'high',
+        agent,
+        channel: 'smtp',
+        event_id: id,
+        summary: `${a.address} rides along as an extra recipient on ${a.count} of the last ${a.window} messages from ${agent ? `agent ${agent}` : key}, with ${a.distinctPrimaries} different To recipients: the silent-BCC signature`,
+        details: { ...a },
+      });
     }
-    this.ctx.store.record({ ...record, id, kind: 'message', action: result.temporary ? 'tempfail' : 'upstream_rejected', upstream });
-    this.ctx.log('warn', 'smtp_upstream_failed', { id, agent, temporary: result.temporary, code: result.code, response: result.response });
-    if (result.temporary) throw smtpError(451, `4.4.1 Upstream unavailable, try again later [${id}]`);
-    throw smtpError(554, `5.0.0 Upstream refused the message: ${result.code} [${id}]`);
   }
 }
 
@@ -342,6 +372,7 @@ function decisionFields(d: Decision, tx: Transaction, intent: MailIntent) {
       verdicts: d.recipients,
     },
     detectors: d.hits.map((h) => ({ rule: h.rule, action: h.action, detector: h.finding?.detector ?? 'attachment', where: h.finding?.where ?? `attachment ${h.attachment}`, masked: h.finding?.masked ?? null })),
+    limits: d.limits,
     problems: intent.problems.map((p) => `${p.code}: ${p.detail}`),
     alert: d.alert,
   };

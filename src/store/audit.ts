@@ -12,12 +12,16 @@ import type { Db } from './db.js';
 
 export type AuditKind = 'message' | 'http' | 'monitor' | 'admin' | 'policy' | 'system';
 
-export interface AuditInput {
+/** A record before its outcome is known. */
+export interface AuditBase {
   /** Pre-allocated when the id must be known before the record is written (the X-Postguard header). */
   id?: string;
   kind: AuditKind;
-  action: string;
   [field: string]: unknown;
+}
+
+export interface AuditInput extends AuditBase {
+  action: string;
 }
 
 export interface AuditRecord extends AuditInput {

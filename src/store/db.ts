@@ -29,6 +29,30 @@ CREATE TABLE IF NOT EXISTS outbox (
   rcpt_to TEXT NOT NULL,
   raw BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS queue (
+  id TEXT PRIMARY KEY,
+  created INTEGER NOT NULL,
+  agent TEXT,
+  mail_from TEXT NOT NULL,
+  rcpt_to TEXT NOT NULL,
+  raw BLOB NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt INTEGER NOT NULL,
+  last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_due ON queue(next_attempt);
+CREATE TABLE IF NOT EXISTS alerts (
+  id TEXT PRIMARY KEY,
+  time TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  severity TEXT NOT NULL,
+  agent TEXT,
+  event_id TEXT,
+  record TEXT NOT NULL,
+  webhook TEXT NOT NULL DEFAULT 'none',
+  webhook_attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
 CREATE TABLE IF NOT EXISTS quarantine (
   id TEXT PRIMARY KEY,
   time TEXT NOT NULL,

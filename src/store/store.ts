@@ -10,6 +10,17 @@ export interface StoredEnvelope {
   to: string[];
 }
 
+export interface QueuedMessage {
+  id: string;
+  created: number;
+  agent: string | null;
+  from: string;
+  to: string[];
+  raw: Buffer;
+  attempts?: number;
+  lastError?: string | null;
+}
+
 export interface QuarantineEntry {
   id: string;
   time: string;
@@ -55,6 +66,54 @@ export class Store {
     });
   }
 
+  /** Queue mode: store the message and its audit record durably (fsync'd) before the 250. */
+  enqueue(input: AuditInput & { id: string }, msg: QueuedMessage): AuditRecord {
+    return durableTransaction(this.db, () => {
+      this.insertQueued(msg);
+      return this.audit.append(input);
+    });
+  }
+
+  insertQueued(msg: QueuedMessage): void {
+    this.db
+      .prepare('INSERT INTO queue (id, created, agent, mail_from, rcpt_to, raw, attempts, next_attempt, last_error) VALUES (?, ?, ?, ?, ?, ?, 0, ?, NULL)')
+      .run(msg.id, msg.created, msg.agent, msg.from, JSON.stringify(msg.to), msg.raw, msg.created);
+  }
+
+  /** Messages due for an attempt, oldest due first, skipping the ones being attempted. */
+  dueQueued(now: number, limit: number, skip: ReadonlySet<string>): QueuedMessage[] {
+    const rows = this.db.prepare('SELECT id, created, agent, mail_from, rcpt_to, raw, attempts, last_error FROM queue WHERE next_attempt <= ? ORDER BY next_attempt LIMIT ?').all(now, limit + skip.size) as {
+      id: string; created: number; agent: string | null; mail_from: string; rcpt_to: string; raw: Uint8Array; attempts: number; last_error: string | null;
+    }[];
+    return rows
+      .filter((r) => !skip.has(r.id))
+      .slice(0, limit)
+      .map((r) => ({ id: r.id, created: r.created, agent: r.agent, from: r.mail_from, to: JSON.parse(r.rcpt_to) as string[], raw: Buffer.from(r.raw), attempts: r.attempts, lastError: r.last_error }));
+  }
+
+  /** When the next message becomes due, counting only the ones not due yet. */
+  nextQueuedAfter(now: number): number | null {
+    const row = this.db.prepare('SELECT MIN(next_attempt) AS t FROM queue WHERE next_attempt > ?').get(now) as { t: number | null };
+    return row.t;
+  }
+
+  queueStats(): { messages: number; oldest: number | null } {
+    const row = this.db.prepare('SELECT COUNT(*) AS n, MIN(created) AS oldest FROM queue').get() as { n: number; oldest: number | null };
+    return { messages: row.n, oldest: row.oldest };
+  }
+
+  retryQueued(id: string, attempts: number, nextAttempt: number, error: string): void {
+    this.db.prepare('UPDATE queue SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?').run(attempts, nextAttempt, error, id);
+  }
+
+  /** Remove a finished message and audit its outcome in one transaction. */
+  finishQueued(id: string, input: AuditInput): AuditRecord {
+    return durableTransaction(this.db, () => {
+      this.db.prepare('DELETE FROM queue WHERE id = ?').run(id);
+      return this.audit.append(input);
+    });
+  }
+
   outbox(limit = 50): { id: string; time: string; envelope: StoredEnvelope; size: number }[] {
     const rows = this.db.prepare('SELECT id, time, mail_from, rcpt_to, length(raw) AS size FROM outbox ORDER BY time DESC LIMIT ?').all(limit) as { id: string; time: string; mail_from: string; rcpt_to: string; size: number }[];
     return rows.map((r) => ({ id: r.id, time: r.time, envelope: { from: r.mail_from, to: JSON.parse(r.rcpt_to) as string[] }, size: r.size }));
@@ -63,6 +122,23 @@ export class Store {
   outboxRaw(id: string): Buffer | undefined {
     const row = this.db.prepare('SELECT raw FROM outbox WHERE id = ?').get(id) as { raw: Uint8Array } | undefined;
     return row ? Buffer.from(row.raw) : undefined;
+  }
+
+  quarantineEntry(id: string): (QuarantineEntry & { raw: Buffer }) | undefined {
+    const row = this.db.prepare('SELECT id, time, expires, channel, agent, reason, rule, envelope, raw, length(raw) AS size FROM quarantine WHERE id = ?').get(id) as (Omit<QuarantineEntry, 'envelope'> & { envelope: string; raw: Uint8Array }) | undefined;
+    return row ? { ...row, envelope: JSON.parse(row.envelope) as StoredEnvelope, raw: Buffer.from(row.raw) } : undefined;
+  }
+
+  /** Remove a held message and audit why (released, deleted, expired) in one transaction. */
+  unquarantine(id: string, input: AuditInput): AuditRecord | undefined {
+    return durableTransaction(this.db, () => {
+      const gone = this.db.prepare('DELETE FROM quarantine WHERE id = ?').run(id);
+      return gone.changes === 0 ? undefined : this.audit.append(input);
+    });
+  }
+
+  expiredQuarantine(now: Date): string[] {
+    return (this.db.prepare('SELECT id FROM quarantine WHERE expires <= ?').all(now.toISOString()) as { id: string }[]).map((r) => r.id);
   }
 
   quarantined(limit = 50): QuarantineEntry[] {

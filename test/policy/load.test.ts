@@ -140,9 +140,10 @@ describe('policies/seed-postmark-mcp.yaml (the write-up, unchanged)', () => {
   it('quarantine 24h, high-priority alerts, bulk-unknown-domain limit on', () => {
     expect(policy.quarantineMs).toBe(DAY_MS);
     expect(policy.alerts.priority).toBe('high');
-    expect(policy.bulkUnknownDomains).not.toBeNull();
-    expect(policy.bulkUnknownDomains!.maxDomains).toBeGreaterThan(0);
-    expect(policy.bulkUnknownDomains!.windowMs).toBeGreaterThan(0);
+    expect(policy.limits.bulkUnknownDomains).not.toBeNull();
+    expect(policy.limits.bulkUnknownDomains!.maxDomains).toBeGreaterThan(0);
+    expect(policy.limits.bulkUnknownDomains!.windowMs).toBeGreaterThan(0);
+    expect(policy.limits.bulkUnknownDomains!.action).toBe('block');
   });
 });
 
@@ -381,7 +382,7 @@ describe('parsePolicy: small native policies', () => {
     const p = mustLoad(parsePolicy('min.yaml', 'version: 1\nrecipients: [example.com]\n'));
     expect(p).toMatchObject({ format: 'native', mode: 'enforce', file: 'min.yaml', unknownRecipients: { visible: 'strip', hidden: 'strip' }, quarantineMs: DAY_MS });
     expect(p.secrets).toEqual([]);
-    expect(p.bulkUnknownDomains).toBeNull();
+    expect(p.limits.bulkUnknownDomains).toBeNull();
   });
 
   it('patterns are normalized to A-labels', () => {
@@ -421,7 +422,7 @@ describe('parsePolicy: small native policies', () => {
     expect(a!.recipients.map((s) => s.text)).toEqual(['partner.com']);
     expect(p.attachments[0]).toMatchObject({ maxSize: 10_000_000, action: 'quarantine', extensions: null, types: null });
     expect(p.quarantineMs).toBe(90 * 60_000);
-    expect(p.bulkUnknownDomains).toEqual({ maxDomains: 3, windowMs: 600_000 });
+    expect(p.limits.bulkUnknownDomains).toEqual({ maxDomains: 3, windowMs: 600_000, action: 'block' });
     expect(p.alerts).toEqual({ webhook: 'https://hooks.example.com/x', priority: 'low' });
   });
 });

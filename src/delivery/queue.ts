@@ -1,0 +1,101 @@
+// The delivery queue (queue mode): messages were stored with their envelope before the agent got
+// its 250; this worker delivers them with bounded concurrency, retrying temporary failures with
+// exponential backoff and jitter, and gives up (audited + alerted) after a maximum age or on a
+// permanent refusal. Nothing in flight is persisted: after a crash every stored message is simply
+// due again, so a message the upstream took just before the crash may be delivered twice (at most
+// the ones that were in flight), never lost.
+
+import type { AlertHub } from '../alerts/hub.js';
+import type { Logger } from '../core/log.js';
+import type { Upstream } from '../smtp/upstream.js';
+import type { QueuedMessage, Store } from '../store/store.js';
+import { outcome } from './outbound.js';
+
+export interface QueueOptions {
+  concurrency: number;
+  /** First retry after about this long; doubles each attempt (with jitter), capped at maxDelayMs. */
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** Give up on a message this long after it was accepted. */
+  maxAgeMs: number;
+}
+
+export class DeliveryQueue {
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly upstream: Upstream,
+    private readonly alerts: AlertHub,
+    private readonly log: Logger,
+    private readonly opts: QueueOptions,
+  ) {}
+
+  start(): void {
+    this.wake();
+  }
+
+  /** Look for due messages now (after an enqueue, a delivery, or a timer). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const free = this.opts.concurrency - this.inFlight.size;
+    const now = Date.now();
+    if (free > 0) {
+      for (const msg of this.store.dueQueued(now, free, new Set(this.inFlight.keys()))) {
+        const run = this.attempt(msg).finally(() => {
+          this.inFlight.delete(msg.id);
+          this.wake();
+        });
+        this.inFlight.set(msg.id, run);
+      }
+    }
+    // Sleep until the next retry is due; a finished attempt or a new message wakes us earlier.
+    const next = this.store.nextQueuedAfter(now);
+    if (next !== null) {
+      this.timer = setTimeout(() => this.wake(), Math.max(next - now, 10));
+      this.timer.unref();
+    }
+  }
+
+  /** Stop picking up messages; wait for the attempts in flight (bounded by the upstream's timeouts). */
+  async close(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+
+  private async attempt(msg: QueuedMessage): Promise<void> {
+    const attempts = (msg.attempts ?? 0) + 1;
+    const result = await this.upstream.send(msg.from, msg.to, msg.raw);
+    const base = { kind: 'message' as const, channel: 'queue', ref: msg.id, agent: msg.agent, attempts, envelope: { from: msg.from, to: msg.to } };
+    if (result.status === 'delivered') {
+      this.store.finishQueued(msg.id, { ...base, ...outcome(result) });
+      this.log('info', 'queue_delivered', { id: msg.id, attempts });
+      return;
+    }
+    const age = Date.now() - msg.created;
+    if (!result.temporary || age >= this.opts.maxAgeMs) {
+      const action = result.temporary ? 'expired' : 'upstream_rejected';
+      const record = this.store.finishQueued(msg.id, { ...base, action, upstream: outcome(result).upstream });
+      this.alerts.raise({
+        kind: action === 'expired' ? 'queue_expired' : 'upstream_rejected',
+        severity: 'high',
+        agent: msg.agent,
+        channel: 'smtp',
+        event_id: msg.id,
+        summary: action === 'expired'
+          ? `gave up delivering a queued message after ${attempts} attempts over ${Math.round(age / 60_000)} min: ${result.response}`
+          : `upstream permanently refused a queued message: ${result.response}`,
+        details: { audit_id: record.id, attempts, response: result.response },
+      });
+      return;
+    }
+    const delay = Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (attempts - 1)) * (0.5 + Math.random() / 2);
+    this.store.retryQueued(msg.id, attempts, Date.now() + delay, result.response);
+    this.log('warn', 'queue_retry', { id: msg.id, attempts, retry_in_ms: Math.round(delay), error: result.response });
+  }
+}

@@ -13,6 +13,12 @@ import { startRelay, StartupError } from './relay.js';
 import { verifyAudit } from './store/audit.js';
 import { openDb } from './store/db.js';
 import { initCa, loadCa } from './tls/ca.js';
+import { userInfo } from 'node:os';
+import { silentLogger } from './core/log.js';
+import { createOutbound } from './delivery/outbound.js';
+import { Quarantine } from './delivery/quarantine.js';
+import { createUpstream } from './smtp/upstream.js';
+import { Store } from './store/store.js';
 
 const USAGE = `usage:
   postguard relay                         SMTP relay + admin API (what npm start runs)
@@ -21,6 +27,7 @@ const USAGE = `usage:
   postguard policy hash-password          read a password on stdin, print its scrypt hash for the policy
   postguard ca init [--force] | ca show   create / print the interception CA
   postguard audit verify                  check the audit log's hash chain; exit 1 on tampering
+  postguard quarantine list | show ID | release ID | delete ID
   postguard monitor                       the eBPF monitor (not in this build yet)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -39,6 +46,9 @@ async function main(argv: string[]): Promise<number> {
       break;
     case 'audit':
       if (sub === 'verify') return auditVerify();
+      break;
+    case 'quarantine':
+      if (sub === 'list' || ((sub === 'show' || sub === 'release' || sub === 'delete') && rest[0])) return quarantineCmd(sub, rest[0]);
       break;
     case 'monitor':
       process.stderr.write('postguard monitor: the eBPF monitor is not part of this build yet\n');
@@ -136,6 +146,61 @@ function auditVerify(): number {
   for (const p of result.problems) process.stderr.write(`audit: ${p}\n`);
   process.stdout.write(result.ok ? `audit: ok, ${result.records} records, chain intact\n` : `audit: TAMPERED (${result.problems.length} problems in ${result.records} records)\n`);
   return result.ok ? 0 : 1;
+}
+
+/** Works on the data dir directly, so it needs no running relay; release delivers per the config. */
+async function quarantineCmd(sub: string, id: string | undefined): Promise<number> {
+  const cfg = loadConfig();
+  const loaded = loadPolicyFile(cfg.policyFile);
+  if (!loaded.ok) {
+    for (const e of loaded.errors) process.stderr.write(`${formatPolicyError(e)}\n`);
+    return 1;
+  }
+  const store = Store.open(cfg.dataDir);
+  const upstream = sub === 'release' && cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve, maxConnections: 1 }) : null;
+  const outbound = createOutbound(upstream ? cfg.delivery : 'capture', store, upstream, { wake() {} });
+  const q = new Quarantine(store, outbound, () => loaded.policy, silentLogger);
+  const actor = `cli:${userInfo().username}`;
+  try {
+    switch (sub) {
+      case 'list':
+        for (const m of q.list(1000)) process.stdout.write(`${m.id}  ${m.time}  expires ${m.expires}  ${m.channel}  agent=${m.agent ?? '-'}  ${m.rule}: ${m.reason}  ${m.envelope.from} -> ${m.envelope.to.join(', ')}\n`);
+        return 0;
+      case 'show': {
+        const m = q.show(id!);
+        if (!m) return notFound(id!);
+        const { raw, ...meta } = m;
+        process.stdout.write(`${JSON.stringify(meta, null, 2)}\n\n${printable(raw.toString('utf8'))}\n`);
+        return 0;
+      }
+      case 'release': {
+        const r = await q.release(id!, actor);
+        if (!r.ok) {
+          process.stderr.write(`postguard: release failed: ${r.error}\n`);
+          return r.status === 404 ? 1 : 2;
+        }
+        process.stdout.write(`released ${id}: ${r.status} to ${r.delivered_to.join(', ')}${r.dropped.length ? ` (not allowed now, dropped: ${r.dropped.join(', ')})` : ''}\n`);
+        return 0;
+      }
+      default:
+        if (!q.delete(id!, actor)) return notFound(id!);
+        process.stdout.write(`deleted ${id}\n`);
+        return 0;
+    }
+  } finally {
+    upstream?.close();
+    store.close();
+  }
+}
+
+function notFound(id: string): number {
+  process.stderr.write(`postguard: no quarantined message ${id}\n`);
+  return 1;
+}
+
+/** Held mail is attacker-controlled: never let it drive the terminal (escape sequences). */
+function printable(text: string): string {
+  return text.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x9b]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 main(process.argv.slice(2)).then(

@@ -30,7 +30,8 @@ export interface Outbound {
   submit(msg: OutboundMessage, audit: AuditBase, early?: Transmission | null): Promise<SubmitResult>;
 }
 
-export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstream | null, queue: DeliveryQueue | null): Outbound {
+/** `queue` is whatever delivers queued mail: the relay's worker, or nothing for a CLI (the relay's worker polls). */
+export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstream | null, queue: Pick<DeliveryQueue, 'wake'> | null): Outbound {
   if (mode === 'capture' || !upstream) {
     return {
       mode: 'capture',

@@ -23,6 +23,7 @@ export interface QueueOptions {
 export class DeliveryQueue {
   private readonly inFlight = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
+  private poll: NodeJS.Timeout | null = null;
   private stopped = false;
 
   constructor(
@@ -35,6 +36,8 @@ export class DeliveryQueue {
 
   start(): void {
     this.wake();
+    // Messages can also be queued by another process (`postguard quarantine release`).
+    this.poll = setInterval(() => this.wake(), 5000).unref();
   }
 
   /** Look for due messages now (after an enqueue, a delivery, or a timer). */
@@ -65,6 +68,7 @@ export class DeliveryQueue {
   async close(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.poll) clearInterval(this.poll);
     await Promise.allSettled([...this.inFlight.values()]);
   }
 

@@ -87,6 +87,20 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   const addresses: Relay['addresses'] = { smtp: null, smtps: null, admin: null };
   const admin = new AdminServer({
     token: adminToken,
+    onMonitorEvent: (report) => {
+      // A bypass is mail that left without passing the relay: always an alert.
+      const { id: _id, seq: _seq, time: _time, kind: reportKind, ...fields } = report; // the audit log owns those
+      const record = store.record({ ...fields, kind: 'monitor', action: typeof report.action === 'string' ? report.action : 'reported', report_kind: reportKind });
+      if (report.kind === 'bypass') {
+        const to = Array.isArray(report.recipients) ? ` to ${(report.recipients as string[]).slice(0, 10).join(', ')}` : '';
+        alerts.raise({
+          kind: 'bypass', severity: 'high', channel: 'monitor', event_id: record.id, agent: null,
+          summary: `mail traffic bypassed the relay: ${String(report.protocol ?? 'unknown protocol')} from pid ${String(report.pid ?? '?')} (${String(report.comm ?? '?')}) to ${String(report.destination ?? '?')}${report.sni || report.host ? ` (${String(report.sni ?? report.host)})` : ''}${to}; action ${String(report.action ?? 'alerted')}`,
+          details: { audit_id: record.id, pid: report.pid, comm: report.comm, exe: report.exe, destination: report.destination, protocol: report.protocol, provider: report.provider, recipients: report.recipients, action: report.action },
+        });
+      }
+      return record.id;
+    },
     store,
     alerts,
     quarantine,

@@ -11,7 +11,14 @@ import type { AlertHub } from '../alerts/hub.js';
 import type { Quarantine } from '../delivery/quarantine.js';
 import type { Store } from '../store/store.js';
 
+export interface MonitorReport {
+  kind: 'bypass' | 'coverage' | string;
+  [field: string]: unknown;
+}
+
 export interface AdminContext {
+  /** A report from the eBPF monitor; returns the audit id. */
+  onMonitorEvent: (report: MonitorReport) => string;
   token: string;
   store: Store;
   alerts: AlertHub;
@@ -22,7 +29,10 @@ export interface AdminContext {
 }
 
 type Reply = { status: number; body: unknown; type?: string };
-type Handler = (req: IncomingMessage, url: URL, params: string[]) => Reply | Promise<Reply>;
+type Handler = (req: IncomingMessage, url: URL, params: string[], body: Buffer) => Reply | Promise<Reply>;
+
+/** Bigger than any report or policy the API takes; a peer must not make the relay buffer more. */
+const MAX_BODY = 1 << 20;
 
 const ID = '([0-9a-f-]{36})';
 
@@ -59,6 +69,18 @@ export class AdminServer {
         return r.ok ? json(r) : json({ error: r.error }, r.status);
       }],
       ['POST', new RegExp(`^/api/quarantine/${ID}/delete$`), true, (_req, _url, [id]) => (ctx.quarantine.delete(id!, 'admin-api') ? json({ ok: true }) : json({ error: 'not found' }, 404))],
+      ['POST', /^\/api\/monitor\/events$/, true, (_req, _url, _params, body) => {
+        const parsed = parseJson(body);
+        if (!parsed.ok) return json({ error: parsed.error }, 400);
+        const events = Array.isArray(parsed.value) ? parsed.value : [parsed.value];
+        const stored = [];
+        for (const [i, e] of events.entries()) {
+          const report = monitorReport(e);
+          if (typeof report === 'string') return json({ error: `event ${i}: ${report}`, accepted: stored.length }, 400);
+          stored.push(ctx.onMonitorEvent(report));
+        }
+        return json({ accepted: stored.length, ids: stored });
+      }],
       ['GET', /^\/api\/alerts$/, true, (_req, url) => json({ alerts: ctx.alerts.list({ limit: Number(url.searchParams.get('limit') ?? 50), kind: url.searchParams.get('kind') ?? undefined, before: url.searchParams.get('before') ?? undefined }) })],
     ];
   }
@@ -100,8 +122,9 @@ export class AdminServer {
         return send(401, { error: 'admin token required (Authorization: Bearer <token>)' });
       }
       const params = path.exec(url.pathname)!.slice(1);
-      req.resume(); // no route reads a body yet; drain it so keep-alive works
-      const out = await handler(req, url, params);
+      const body = await readBody(req);
+      if (body === null) return send(413, { error: `request body larger than ${MAX_BODY} bytes` });
+      const out = await handler(req, url, params, body);
       send(out.status, out.body, out.type);
     } catch (e) {
       this.ctx.log('error', 'admin_error', { error: (e as Error).message });
@@ -116,4 +139,39 @@ export class AdminServer {
     const want = Buffer.from(this.ctx.token);
     return given.length === want.length && timingSafeEqual(given, want);
   }
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY) chunks.push(c);
+    });
+    req.once('end', () => resolve(size > MAX_BODY ? null : Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
+}
+
+function parseJson(body: Buffer): { ok: true; value: unknown } | { ok: false; error: string } {
+  try {
+    return { ok: true, value: JSON.parse(body.toString('utf8')) };
+  } catch (e) {
+    return { ok: false, error: `request body is not JSON: ${(e as Error).message}` };
+  }
+}
+
+const REPORT_STRINGS = ['kind', 'comm', 'exe', 'destination', 'sni', 'host', 'protocol', 'provider', 'action', 'cgroup', 'detail'];
+
+/** Validate a monitor event: known shape, bounded strings; anything else is refused, not stored. */
+function monitorReport(e: unknown): MonitorReport | string {
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) return 'expected a JSON object';
+  const r = e as Record<string, unknown>;
+  if (typeof r.kind !== 'string' || !/^[a-z_]{1,32}$/.test(r.kind)) return '`kind` must be a short lower-case word (e.g. "bypass")';
+  for (const k of REPORT_STRINGS) if (r[k] !== undefined && (typeof r[k] !== 'string' || (r[k] as string).length > 1024)) return `\`${k}\` must be a string of at most 1024 characters`;
+  if (r.pid !== undefined && (!Number.isInteger(r.pid) || (r.pid as number) < 0)) return '`pid` must be a non-negative integer';
+  if (r.recipients !== undefined && (!Array.isArray(r.recipients) || r.recipients.length > 1000 || r.recipients.some((x) => typeof x !== 'string' || x.length > 320))) return '`recipients` must be a list of addresses';
+  if (JSON.stringify(r).length > 64 * 1024) return 'event larger than 64 KiB';
+  return r as MonitorReport;
 }

@@ -42,6 +42,7 @@ export class AlertHub {
   private pumping = false;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly inFlight = new AbortController();
 
   constructor(private readonly db: Db, private readonly log: Logger, private readonly webhook: WebhookOptions) {
     this.insert = db.prepare('INSERT INTO alerts (id, time, kind, severity, agent, event_id, record, webhook) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
@@ -70,6 +71,7 @@ export class AlertHub {
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    this.inFlight.abort();
   }
 
   private enqueue(alert: Alert, url: string): void {
@@ -80,7 +82,7 @@ export class AlertHub {
       this.log('warn', 'alert_webhook_dropped', { id: dropped.alert.id, pending: this.pending.length });
     }
     this.pending.push({ alert, url, attempt: 0 });
-    void this.pump();
+    this.pump().catch((e: Error) => this.log('error', 'alert_webhook_error', { error: e.message }));
   }
 
   /** One request at a time, in order; a failure backs off the whole queue (the endpoint is down). */
@@ -92,6 +94,7 @@ export class AlertHub {
         const item = this.pending[0]!;
         item.attempt++;
         const ok = await this.post(item.url, item.alert);
+        if (this.closed) return; // the store may be closed by now; the row keeps its last state
         if (ok) {
           this.pending.shift();
           this.mark.run('sent', item.attempt, item.alert.id);
@@ -107,7 +110,7 @@ export class AlertHub {
         const delay = (this.webhook.baseDelayMs ?? 1000) * 2 ** (item.attempt - 1) * (0.5 + Math.random() / 2);
         this.timer = setTimeout(() => {
           this.timer = null;
-          void this.pump();
+          this.pump().catch((e: Error) => this.log('error', 'alert_webhook_error', { error: e.message }));
         }, Math.min(delay, 300_000));
         this.timer.unref();
         return;
@@ -124,7 +127,7 @@ export class AlertHub {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'user-agent': 'postguard' },
         body: JSON.stringify({ text, postguard: alert }),
-        signal: AbortSignal.timeout(this.webhook.timeoutMs ?? 5000),
+        signal: AbortSignal.any([AbortSignal.timeout(this.webhook.timeoutMs ?? 5000), this.inFlight.signal]),
         redirect: 'error',
       });
       await res.arrayBuffer().catch(() => undefined);

@@ -31,13 +31,13 @@ export interface Outbound {
 }
 
 /** `queue` is whatever delivers queued mail: the relay's worker, or nothing for a CLI (the relay's worker polls). */
-export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstream | null, queue: Pick<DeliveryQueue, 'wake'> | null): Outbound {
+export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstream | null, queue: Pick<DeliveryQueue, 'offer'> | null): Outbound {
   if (mode === 'capture' || !upstream) {
     return {
       mode: 'capture',
       begin: () => null,
       async submit(msg, audit) {
-        const record = store.capture({ ...audit, id: audit.id ?? newEventId(), action: 'captured' }, { from: msg.from, to: msg.to }, msg.raw);
+        const record = await store.capture({ ...audit, id: audit.id ?? newEventId(), action: 'captured' }, { from: msg.from, to: msg.to }, msg.raw);
         return { status: 'captured', record };
       },
     };
@@ -48,8 +48,9 @@ export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstr
       mode,
       begin: () => null,
       async submit(msg, audit) {
-        const record = store.enqueue({ ...audit, id: audit.id ?? newEventId(), action: 'queued' }, { id: msg.id, created: Date.now(), agent: msg.agent, from: msg.from, to: msg.to, raw: msg.raw });
-        queue.wake();
+        const queued = { id: msg.id, created: Date.now(), agent: msg.agent, from: msg.from, to: msg.to, raw: msg.raw, attempts: 0 };
+        const record = await store.enqueue({ ...audit, id: audit.id ?? newEventId(), action: 'queued' }, queued);
+        queue.offer(queued);
         return { status: 'queued', record };
       },
     };

@@ -22,7 +22,10 @@ export interface QueueOptions {
 
 export class DeliveryQueue {
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Stored messages may be due that nobody is attempting (after a start, a retry timer, a full worker). */
+  private backlog = true;
   private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
   private poll: NodeJS.Timeout | null = null;
   private stopped = false;
 
@@ -36,31 +39,32 @@ export class DeliveryQueue {
 
   start(): void {
     this.wake();
+    const next = this.store.nextQueuedAfter(Date.now());
+    if (next !== null) this.scheduleAt(next);
     // Messages can also be queued by another process (`postguard quarantine release`).
-    this.poll = setInterval(() => this.wake(), 5000).unref();
+    this.poll = setInterval(() => {
+      this.backlog = true;
+      this.wake();
+    }, 5000).unref();
   }
 
-  /** Look for due messages now (after an enqueue, a delivery, or a timer). */
-  wake(): void {
+  /** A message just stored: attempt it at once if a slot is free (no read back from disk). */
+  offer(msg: QueuedMessage): void {
     if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    if (this.inFlight.size < this.opts.concurrency) this.run(msg);
+    else this.backlog = true;
+  }
+
+  /** Attempt stored messages that are due, up to the free slots. */
+  wake(): void {
+    if (this.stopped || !this.backlog) return;
     const free = this.opts.concurrency - this.inFlight.size;
-    const now = Date.now();
-    if (free > 0) {
-      for (const msg of this.store.dueQueued(now, free, new Set(this.inFlight.keys()))) {
-        const run = this.attempt(msg).finally(() => {
-          this.inFlight.delete(msg.id);
-          this.wake();
-        });
-        this.inFlight.set(msg.id, run);
-      }
-    }
-    // Sleep until the next retry is due; a finished attempt or a new message wakes us earlier.
-    const next = this.store.nextQueuedAfter(now);
-    if (next !== null) {
-      this.timer = setTimeout(() => this.wake(), Math.max(next - now, 10));
-      this.timer.unref();
+    if (free <= 0) return;
+    const ids = this.store.dueQueued(Date.now(), free, new Set(this.inFlight.keys()));
+    if (ids.length < free) this.backlog = false; // everything due is now in flight
+    for (const id of ids) {
+      const msg = this.store.queued(id);
+      if (msg) this.run(msg);
     }
   }
 
@@ -70,6 +74,30 @@ export class DeliveryQueue {
     if (this.timer) clearTimeout(this.timer);
     if (this.poll) clearInterval(this.poll);
     await Promise.allSettled([...this.inFlight.values()]);
+  }
+
+  private run(msg: QueuedMessage): void {
+    const attempt = this.attempt(msg).finally(() => {
+      this.inFlight.delete(msg.id);
+      this.wake();
+    });
+    this.inFlight.set(msg.id, attempt);
+  }
+
+  /** Wake at `at` for a retry; one timer, set to the earliest retry pending. */
+  private scheduleAt(at: number): void {
+    if (this.stopped || at >= this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.backlog = true;
+      this.wake();
+      const next = this.store.nextQueuedAfter(Date.now());
+      if (next !== null) this.scheduleAt(next);
+    }, Math.max(at - Date.now(), 10));
+    this.timer.unref();
   }
 
   private async attempt(msg: QueuedMessage): Promise<void> {
@@ -100,6 +128,7 @@ export class DeliveryQueue {
     }
     const delay = Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (attempts - 1)) * (0.5 + Math.random() / 2);
     this.store.retryQueued(msg.id, attempts, Date.now() + delay, result.response);
+    this.scheduleAt(Date.now() + delay);
     this.log('warn', 'queue_retry', { id: msg.id, attempts, retry_in_ms: Math.round(delay), error: result.response });
   }
 }

@@ -292,7 +292,7 @@ export class SmtpChannel {
       // Held as it would be relayed, with every recipient the agent asked for: release filters
       // them through the policy in force then.
       const envelope = { from: tx.fromText, to: [...new Set([...decision.keep, ...tx.rcpts.map((r) => r.address)])] };
-      this.ctx.store.quarantine({ ...record, action: 'quarantined' }, { channel: 'smtp', agent, reason: decision.reason, rule: decision.rule, envelope, holdMs: policy.quarantineMs }, out);
+      await this.ctx.store.quarantine({ ...record, action: 'quarantined' }, { channel: 'smtp', agent, reason: decision.reason, rule: decision.rule, envelope, holdMs: policy.quarantineMs }, out);
       raise();
       this.ctx.log('warn', 'smtp_quarantined', { id, agent, rule: decision.rule, reason: decision.reason });
       return `2.0.0 Held for review by postguard [${id}]`;

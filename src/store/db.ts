@@ -76,6 +76,70 @@ export function openDb(dataDir: string): Db {
   return db;
 }
 
+/**
+ * Durable commits from many sessions share one fsync: work handed in during one turn of the event
+ * loop commits in one transaction, each piece in its own savepoint (a throw undoes only that
+ * piece), and every caller's promise settles after the single fsync'd COMMIT.
+ */
+export class GroupCommit {
+  private pending: { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  private scheduled = false;
+
+  constructor(private readonly db: Db) {}
+
+  run<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.pending.splice(0);
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    try {
+      durableTransaction(this.db, () => {
+        for (const item of batch) {
+          this.db.exec('SAVEPOINT item');
+          try {
+            outcomes.push({ ok: true, value: item.fn() });
+            this.db.exec('RELEASE item');
+          } catch (error) {
+            this.db.exec('ROLLBACK TO item');
+            this.db.exec('RELEASE item');
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (error) {
+      for (const item of batch) item.reject(error);
+      return;
+    }
+    batch.forEach((item, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) item.resolve(o.value);
+      else item.reject(o.error);
+    });
+  }
+}
+
+/** Run fn in one transaction (committed to the WAL, not fsync'd); a throw rolls back. */
+export function transaction<T>(db: Db, fn: () => T): T {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const out = fn();
+    db.exec('COMMIT');
+    return out;
+  } catch (e) {
+    db.exec('ROLLBACK');
+    throw e;
+  }
+}
+
 /** Run fn in one transaction whose commit is fsync'd before this returns; a throw rolls back. */
 export function durableTransaction<T>(db: Db, fn: () => T): T {
   db.exec('PRAGMA synchronous=FULL');

@@ -3,7 +3,7 @@
 // acknowledged message always has both or neither.
 
 import { AuditLog, type AuditInput, type AuditRecord } from './audit.js';
-import { durableTransaction, openDb, type Db } from './db.js';
+import { durableTransaction, GroupCommit, openDb, transaction, type Db } from './db.js';
 
 export interface StoredEnvelope {
   from: string;
@@ -35,9 +35,11 @@ export interface QuarantineEntry {
 
 export class Store {
   readonly audit: AuditLog;
+  private readonly commits: GroupCommit;
 
   constructor(readonly db: Db, readonly dataDir: string) {
     this.audit = new AuditLog(db, dataDir);
+    this.commits = new GroupCommit(db);
   }
 
   static open(dataDir: string): Store {
@@ -49,15 +51,15 @@ export class Store {
   }
 
   /** Capture mode (no upstream): keep the message for the admin page, like Mailpit. */
-  capture(input: AuditInput & { id: string }, envelope: StoredEnvelope, raw: Buffer): AuditRecord {
-    return durableTransaction(this.db, () => {
+  capture(input: AuditInput & { id: string }, envelope: StoredEnvelope, raw: Buffer): Promise<AuditRecord> {
+    return this.commits.run(() => {
       this.db.prepare('INSERT INTO outbox (id, time, mail_from, rcpt_to, raw) VALUES (?, ?, ?, ?, ?)').run(input.id, new Date().toISOString(), envelope.from, JSON.stringify(envelope.to), raw);
       return this.audit.append(input);
     });
   }
 
-  quarantine(input: AuditInput & { id: string }, q: { channel: string; agent: string | null; reason: string; rule: string; envelope: StoredEnvelope; holdMs: number }, raw: Buffer): AuditRecord {
-    return durableTransaction(this.db, () => {
+  quarantine(input: AuditInput & { id: string }, q: { channel: string; agent: string | null; reason: string; rule: string; envelope: StoredEnvelope; holdMs: number }, raw: Buffer): Promise<AuditRecord> {
+    return this.commits.run(() => {
       const now = Date.now();
       this.db
         .prepare('INSERT INTO quarantine (id, time, expires, channel, agent, reason, rule, envelope, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
@@ -67,8 +69,8 @@ export class Store {
   }
 
   /** Queue mode: store the message and its audit record durably (fsync'd) before the 250. */
-  enqueue(input: AuditInput & { id: string }, msg: QueuedMessage): AuditRecord {
-    return durableTransaction(this.db, () => {
+  enqueue(input: AuditInput & { id: string }, msg: QueuedMessage): Promise<AuditRecord> {
+    return this.commits.run(() => {
       this.insertQueued(msg);
       return this.audit.append(input);
     });
@@ -80,15 +82,17 @@ export class Store {
       .run(msg.id, msg.created, msg.agent, msg.from, JSON.stringify(msg.to), msg.raw, msg.created);
   }
 
-  /** Messages due for an attempt, oldest due first, skipping the ones being attempted. */
-  dueQueued(now: number, limit: number, skip: ReadonlySet<string>): QueuedMessage[] {
-    const rows = this.db.prepare('SELECT id, created, agent, mail_from, rcpt_to, raw, attempts, last_error FROM queue WHERE next_attempt <= ? ORDER BY next_attempt LIMIT ?').all(now, limit + skip.size) as {
+  /** Ids of messages due for an attempt, oldest due first, skipping the ones being attempted. */
+  dueQueued(now: number, limit: number, skip: ReadonlySet<string>): string[] {
+    const rows = this.db.prepare('SELECT id FROM queue WHERE next_attempt <= ? ORDER BY next_attempt LIMIT ?').all(now, limit + skip.size) as { id: string }[];
+    return rows.map((r) => r.id).filter((id) => !skip.has(id)).slice(0, limit);
+  }
+
+  queued(id: string): QueuedMessage | undefined {
+    const r = this.db.prepare('SELECT id, created, agent, mail_from, rcpt_to, raw, attempts, last_error FROM queue WHERE id = ?').get(id) as {
       id: string; created: number; agent: string | null; mail_from: string; rcpt_to: string; raw: Uint8Array; attempts: number; last_error: string | null;
-    }[];
-    return rows
-      .filter((r) => !skip.has(r.id))
-      .slice(0, limit)
-      .map((r) => ({ id: r.id, created: r.created, agent: r.agent, from: r.mail_from, to: JSON.parse(r.rcpt_to) as string[], raw: Buffer.from(r.raw), attempts: r.attempts, lastError: r.last_error }));
+    } | undefined;
+    return r && { id: r.id, created: r.created, agent: r.agent, from: r.mail_from, to: JSON.parse(r.rcpt_to) as string[], raw: Buffer.from(r.raw), attempts: r.attempts, lastError: r.last_error };
   }
 
   /** When the next message becomes due, counting only the ones not due yet. */
@@ -106,9 +110,13 @@ export class Store {
     this.db.prepare('UPDATE queue SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?').run(attempts, nextAttempt, error, id);
   }
 
-  /** Remove a finished message and audit its outcome in one transaction. */
+  /**
+   * Remove a finished message and audit its outcome in one transaction. Not fsync'd: it survives a
+   * killed process, and an OS crash could at worst bring the row back, i.e. a redelivery — which
+   * the queue already allows for the messages in flight.
+   */
   finishQueued(id: string, input: AuditInput): AuditRecord {
-    return durableTransaction(this.db, () => {
+    return transaction(this.db, () => {
       this.db.prepare('DELETE FROM queue WHERE id = ?').run(id);
       return this.audit.append(input);
     });

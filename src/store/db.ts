@@ -143,14 +143,8 @@ export function transaction<T>(db: Db, fn: () => T): T {
 /** Run fn in one transaction whose commit is fsync'd before this returns; a throw rolls back. */
 export function durableTransaction<T>(db: Db, fn: () => T): T {
   db.exec('PRAGMA synchronous=FULL');
-  db.exec('BEGIN IMMEDIATE');
   try {
-    const out = fn();
-    db.exec('COMMIT');
-    return out;
-  } catch (e) {
-    db.exec('ROLLBACK');
-    throw e;
+    return transaction(db, fn);
   } finally {
     db.exec('PRAGMA synchronous=NORMAL');
   }

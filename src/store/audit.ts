@@ -8,7 +8,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Db } from './db.js';
+import { transaction, type Db } from './db.js';
 
 export type AuditKind = 'message' | 'http' | 'monitor' | 'admin' | 'policy' | 'system';
 
@@ -50,6 +50,9 @@ export class AuditLog {
 
   /** Append one record (in the caller's transaction, if any). Returns it as stored. */
   append(input: AuditInput): AuditRecord {
+    // Other processes append too (`postguard quarantine release`): reading the tail and inserting
+    // must happen under the write lock, or two writers could both claim the next seq.
+    if (!this.db.isTransaction) return transaction(this.db, () => this.append(input));
     // Read the tail each time (an indexed lookup) so CLI commands in other processes can append too;
     // two writers racing for one seq collide on the primary key instead of forking the chain.
     const last = this.last.get() as { seq: number; hash: string } | undefined;

@@ -1,9 +1,7 @@
 // The admin JSON API: authentication, the monitor's report endpoint, bounded and validated input.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
-
-const TOKEN = 'test-admin-token-0123456789';
+import { ADMIN_TOKEN as TOKEN, adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
 
 describe('admin API', () => {
   let r: TestRelay;

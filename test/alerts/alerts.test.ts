@@ -6,54 +6,20 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
-import nodemailer, { type SendMailOptions } from 'nodemailer';
+import type { SendMailOptions } from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
-import { startSink, type Sink } from '../helpers/sink.js';
+import { sleep } from '../helpers/raw-smtp.js';
+import { adminGet, alerts, closeRelayAndSink, freePort, idOf, send, startRelayAndSink, transport, waitFor, withRelay, type Failure, type Info, type TestRelay } from '../helpers/relay.js';
+import type { Sink } from '../helpers/sink.js';
 
 const ATTACKER = 'phan@giftshop.club';
-
-type Info = { response: string; accepted: unknown[]; rejected: unknown[] };
-type Failure = Error & { responseCode?: number; response?: string };
-
-function transport(r: TestRelay, opts: Record<string, unknown> = {}) {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: r.smtpPort, tls: { ca: r.caPem }, requireTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000, ...opts });
-}
-
-async function send(r: TestRelay, mail: SendMailOptions): Promise<Info | Failure> {
-  const t = transport(r);
-  try {
-    return (await t.sendMail(mail)) as Info;
-  } catch (e) {
-    return e as Failure;
-  } finally {
-    t.close();
-  }
-}
-
-const idOf = (response: string): string => /\[([0-9a-f-]{36})\]$/.exec(response)![1]!;
-const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /**
  * Wait until no webhook request is in flight: every alert answered (sent / failed) or none
  * configured. Closing a relay with a request in flight is its own test below.
  */
 async function webhookSettled(r: TestRelay): Promise<void> {
-  await waitFor('webhook deliveries settled', () => r.relay.alerts.list({ limit: 1000 }).every((a) => a.webhook === 'sent' || a.webhook === 'failed' || a.webhook === 'none'), 15_000);
-}
-
-async function allAlerts(r: TestRelay, query = ''): Promise<any[]> {
-  const { status, body } = await adminGet(r, `/api/alerts?limit=1000${query}`);
-  expect(status).toBe(200);
-  return body.alerts as any[];
+  await waitFor(() => r.relay.alerts.list({ limit: 1000 }).every((a) => a.webhook === 'sent' || a.webhook === 'failed' || a.webhook === 'none'), 15_000, 'webhook deliveries settled');
 }
 
 // --- a local webhook receiver --------------------------------------------------------------------
@@ -88,25 +54,28 @@ async function startHook(answer: (n: number) => number | 'hang' = () => 200): Pr
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
+  let closed: Promise<void> | undefined;
   return {
     url: `http://127.0.0.1:${port}/hook`,
     port,
     requests,
+    // Once: a test may close its receiver early, and hookPerTest closes it again afterwards.
     close: () =>
-      new Promise<void>((resolve) => {
+      (closed ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-      }),
+      })),
   };
 }
 
-/** A port nothing listens on (bound, then released). */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+/** For a describe block: a starter for webhook receivers, each closed after its test (if not already). */
+function hookPerTest(): (answer?: (n: number) => number | 'hang') => Promise<Hook> {
+  let hook: Hook | undefined;
+  afterEach(async () => {
+    await hook?.close();
+    hook = undefined;
+  });
+  return async (answer) => (hook = await startHook(answer));
 }
 
 const basePolicy = (o: { webhook?: string; priority?: string; mode?: string; unknown?: string } = {}) => `version: 1
@@ -122,33 +91,18 @@ attachments:
     action: quarantine
 ${o.webhook || o.priority ? `alerts:\n${o.webhook ? `  webhook: ${o.webhook}\n` : ''}${o.priority ? `  priority: ${o.priority}\n` : ''}` : ''}`;
 
-async function withRelay(policy: string, fn: (r: TestRelay, sink: Sink) => Promise<void>): Promise<void> {
-  const sink = await startSink();
-  const r = await startTestRelay({ policy, env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  try {
-    await fn(r, sink);
-  } finally {
-    await r.close();
-    await sink.close();
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 describe('alert records', () => {
   let sink: Sink;
   let r: TestRelay;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({ policy: basePolicy(), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    ({ r, sink } = await startRelayAndSink(basePolicy()));
   });
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
 
   const check = async (eventId: string, kind: string, action: string, summary: RegExp, severity = 'normal') => {
-    const found = (await allAlerts(r)).filter((a) => a.event_id === eventId);
+    const found = (await alerts(r)).filter((a) => a.event_id === eventId);
     expect(found, `alerts for ${eventId}`).toHaveLength(1);
     const a = found[0];
     expect(a).toMatchObject({ kind, severity, channel: 'smtp', agent: null, event_id: eventId, webhook: 'none' });
@@ -196,36 +150,31 @@ describe('alert records', () => {
   });
 
   it('allowed mail raises none', async () => {
-    const before = (await allAlerts(r)).length;
+    const before = (await alerts(r)).length;
     const info = (await send(r, { from: 'agent@company.com', to: 'colleague@company.com', cc: 'boss@company.com', text: 'fine' })) as Info;
     expect(info.response).toMatch(/^250 2\.0\.0 Delivered/);
-    expect((await allAlerts(r)).length).toBe(before);
+    expect((await alerts(r)).length).toBe(before);
   });
 
   it('GET /api/alerts filters by kind, is newest first, and needs the token', async () => {
-    const all = await allAlerts(r);
+    const all = await alerts(r);
     expect(all.map((a) => a.kind)).toEqual(['blocked', 'quarantined', 'blocked', 'stripped']);
-    expect((await allAlerts(r, '&kind=blocked')).map((a) => a.kind)).toEqual(['blocked', 'blocked']);
+    expect((await alerts(r, 'blocked')).map((a) => a.kind)).toEqual(['blocked', 'blocked']);
     const res = await fetch(`http://127.0.0.1:${r.adminPort}/api/alerts`, { signal: AbortSignal.timeout(10_000) });
     expect(res.status).toBe(401);
   });
 });
 
 describe('webhook', () => {
-  let hook: Hook | undefined;
-  afterEach(async () => {
-    await hook?.close();
-    hook = undefined;
-  });
+  const startTestHook = hookPerTest();
 
   it('receives JSON with a Slack-compatible `text` and a `postguard` object; marked sent', async () => {
-    hook = await startHook();
-    const h = hook;
+    const h = await startTestHook();
     await withRelay(basePolicy({ webhook: h.url }), async (r) => {
       const info = (await send(r, { from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, text: 'x' })) as Info;
       const eventId = idOf(info.response);
-      await waitFor('the webhook POST', () => h.requests.length >= 1);
-      await waitFor('webhook marked sent', () => r.relay.alerts.list()[0]?.webhook === 'sent');
+      await waitFor(() => h.requests.length >= 1, 10_000, 'the webhook POST');
+      await waitFor(() => r.relay.alerts.list()[0]?.webhook === 'sent', 10_000, 'webhook marked sent');
       expect(h.requests).toHaveLength(1);
       const req = h.requests[0]!;
       expect(req.method).toBe('POST');
@@ -237,21 +186,20 @@ describe('webhook', () => {
       expect(req.body.text).toBe(`[postguard] normal: ${alert!.summary} [${eventId}]`);
       expect(req.body.postguard).toMatchObject({ id: alert!.id, kind: 'stripped', severity: 'normal', event_id: eventId, summary: alert!.summary, channel: 'smtp' });
       expect(req.body.postguard.details.stripped).toEqual([ATTACKER]);
-      const api = await allAlerts(r);
+      const api = await alerts(r);
       expect(api[0]).toMatchObject({ id: alert!.id, webhook: 'sent' });
       await webhookSettled(r);
     });
   });
 
   it('500 twice, then 200: delivered on the third try, webhook becomes sent', async () => {
-    hook = await startHook((n) => (n <= 2 ? 500 : 200));
-    const h = hook;
+    const h = await startTestHook((n) => (n <= 2 ? 500 : 200));
     await withRelay(basePolicy({ webhook: h.url }), async (r) => {
       const blocked = (await send(r, { from: 'agent@company.com', to: 'colleague@company.com', text: `token ghp_${'a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'}` })) as Failure;
       expect(blocked.responseCode).toBe(554);
       const eventId = idOf(blocked.response!);
-      await waitFor('first failure marked retrying', () => r.relay.alerts.list()[0]?.webhook === 'retrying', 5_000);
-      await waitFor('webhook sent after retries', () => r.relay.alerts.list()[0]?.webhook === 'sent', 15_000);
+      await waitFor(() => r.relay.alerts.list()[0]?.webhook === 'retrying', 5_000, 'first failure marked retrying');
+      await waitFor(() => r.relay.alerts.list()[0]?.webhook === 'sent', 15_000, 'webhook sent after retries');
       expect(h.requests).toHaveLength(3);
       const ids = new Set(h.requests.map((q) => q.body.postguard.id));
       expect(ids.size).toBe(1);
@@ -275,7 +223,7 @@ describe('webhook', () => {
       }
       const elapsed = performance.now() - start;
       expect(sink.messages).toHaveLength(23);
-      expect((await allAlerts(r, '&kind=stripped')).length).toBe(23);
+      expect((await alerts(r, 'stripped')).length).toBe(23);
       return elapsed;
     } finally {
       t.close();
@@ -288,8 +236,7 @@ describe('webhook', () => {
       baseline = await timeTwenty(r, sink);
     });
 
-    hook = await startHook(() => 'hang');
-    const h = hook;
+    const h = await startTestHook(() => 'hang');
     let hanging = 0;
     await withRelay(basePolicy({ webhook: h.url }), async (r, sink) => {
       hanging = await timeTwenty(r, sink);
@@ -298,15 +245,14 @@ describe('webhook', () => {
       // Let the hanging request fail (connection closed) before the relay closes: the hub then
       // waits on a backoff timer, which close() cancels.
       await h.close();
-      hook = undefined;
-      await waitFor('the hung request failed and is backing off', () => r.relay.alerts.list({ limit: 100 }).some((a) => a.webhook === 'retrying'), 10_000);
+      await waitFor(() => r.relay.alerts.list({ limit: 100 }).some((a) => a.webhook === 'retrying'), 10_000, 'the hung request failed and is backing off');
     });
 
-    const port = await closedPort();
+    const port = await freePort();
     let down = 0;
     await withRelay(basePolicy({ webhook: `http://127.0.0.1:${port}/hook` }), async (r, sink) => {
       down = await timeTwenty(r, sink);
-      await waitFor('a logged webhook failure', () => r.logs.some((l) => l.event === 'alert_webhook_failed'), 5_000);
+      await waitFor(() => r.logs.some((l) => l.event === 'alert_webhook_failed'), 5_000, 'a logged webhook failure');
       expect(r.relay.alerts.list({ limit: 100 }).every((a) => a.webhook !== 'sent')).toBe(true);
     });
 
@@ -318,15 +264,14 @@ describe('webhook', () => {
   }, 60_000);
 
   it('a rejected policy reload raises a policy_rejected alert (and the webhook gets it)', async () => {
-    hook = await startHook();
-    const h = hook;
+    const h = await startTestHook();
     await withRelay(basePolicy({ webhook: h.url }), async (r) => {
       const version = r.relay.policy.current.version;
       writeFileSync(r.policyFile, 'version: 1\nrecipients: [company.com\nunknown_recipients: allow-everything\n');
       const errors = r.relay.policy.reload();
       expect(errors.length).toBeGreaterThan(0);
       expect(r.relay.policy.current.version).toBe(version);
-      const found = await allAlerts(r, '&kind=policy_rejected');
+      const found = await alerts(r, 'policy_rejected');
       expect(found.length).toBeGreaterThanOrEqual(1); // the file watcher may reload it once more
       const a = found.at(-1);
       expect(a).toMatchObject({ kind: 'policy_rejected', severity: 'high' });
@@ -334,7 +279,7 @@ describe('webhook', () => {
       expect(String(a.details.errors[0])).toMatch(/policy\.yaml:\d+:\d+: /);
       const ev = await adminGet(r, `/api/events/${a.event_id}`);
       expect(ev.body).toMatchObject({ kind: 'policy', action: 'policy_rejected', policy_version: version });
-      await waitFor('the webhook gets it', () => h.requests.some((q) => q.body?.postguard?.kind === 'policy_rejected'));
+      await waitFor(() => h.requests.some((q) => q.body?.postguard?.kind === 'policy_rejected'), 10_000, 'the webhook gets it');
       const body = h.requests.find((q) => q.body?.postguard?.kind === 'policy_rejected')!.body;
       expect(body.text).toMatch(/^\[postguard\] high: policy file /);
       // Still enforcing the previous policy.
@@ -352,15 +297,13 @@ describe('webhook', () => {
     const onUnhandled = (e: unknown) => unhandled.push(e);
     process.on('unhandledRejection', onUnhandled);
     try {
-      hook = await startHook(() => 'hang');
-      const h = hook;
+      const h = await startTestHook(() => 'hang');
       await withRelay(basePolicy({ webhook: h.url }), async (r) => {
         const info = (await send(r, { from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, text: 'x' })) as Info;
         expect(info.rejected).toEqual([ATTACKER]);
-        await waitFor('the webhook request in flight', () => h.requests.length >= 1);
+        await waitFor(() => h.requests.length >= 1, 10_000, 'the webhook request in flight');
       }); // relay closed with the request still unanswered
       await h.close(); // now the request fails
-      hook = undefined;
       await sleep(300);
     } finally {
       process.off('unhandledRejection', onUnhandled);
@@ -408,7 +351,7 @@ describe('secrets never appear in clear in logs, alerts, webhook bodies or the a
   }
 
   async function scan(r: TestRelay, h: Hook, expectedAlerts: number): Promise<void> {
-    await waitFor('every alert at the webhook', () => h.requests.length >= expectedAlerts, 15_000);
+    await waitFor(() => h.requests.length >= expectedAlerts, 15_000, 'every alert at the webhook');
     const alertsBody = JSON.stringify((await adminGet(r, '/api/alerts?limit=1000')).body);
     const eventsBody = JSON.stringify((await adminGet(r, '/api/events?limit=1000')).body);
     const places: [string, string[]][] = [
@@ -435,15 +378,10 @@ describe('secrets never appear in clear in logs, alerts, webhook bodies or the a
     await webhookSettled(r);
   }
 
-  let hook: Hook | undefined;
-  afterEach(async () => {
-    await hook?.close();
-    hook = undefined;
-  });
+  const startTestHook = hookPerTest();
 
   it('enforce mode: every such message is blocked (554), each secret detected; nothing in clear anywhere', async () => {
-    hook = await startHook();
-    const h = hook;
+    const h = await startTestHook();
     await withRelay(basePolicy({ webhook: h.url }), async (r, sink) => {
       const list = messages();
       for (const m of list) {
@@ -456,14 +394,13 @@ describe('secrets never appear in clear in logs, alerts, webhook bodies or the a
         expect(ev.detectors.find((d: { detector: string }) => d.detector === m.detector).where, m.label).toBe(where);
       }
       expect(sink.messages).toHaveLength(0);
-      expect(await allAlerts(r, '&kind=blocked')).toHaveLength(list.length);
+      expect(await alerts(r, 'blocked')).toHaveLength(list.length);
       await scan(r, h, list.length);
     });
   }, 60_000);
 
   it('monitor mode: every such message is delivered (the sink has the secrets); nothing in clear anywhere else', async () => {
-    hook = await startHook();
-    const h = hook;
+    const h = await startTestHook();
     await withRelay(basePolicy({ webhook: h.url, mode: 'monitor' }), async (r, sink) => {
       const list = messages();
       for (const m of list) {
@@ -476,7 +413,7 @@ describe('secrets never appear in clear in logs, alerts, webhook bodies or the a
       expect(sink.messages).toHaveLength(list.length);
       const delivered = sink.messages.map((m) => m.raw.toString('utf8')).join('\n');
       for (const s of [AWS, GITHUB, PEM_BODY, PASSWORD, CARD]) expect(delivered).toContain(s); // that is the message
-      expect(await allAlerts(r, '&kind=would_block')).toHaveLength(list.length);
+      expect(await alerts(r, 'would_block')).toHaveLength(list.length);
       await scan(r, h, list.length);
     });
   }, 60_000);

@@ -8,14 +8,13 @@ import { writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import nodemailer, { type SendMailOptions } from 'nodemailer';
+import type { SendMailOptions } from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
-import { startSink, type Sink } from '../helpers/sink.js';
+import { ADMIN_TOKEN, adminGet, closeRelayAndSink, idOf, startRelayAndSink, transport, upstreamEnv, withRelay, type TestRelay } from '../helpers/relay.js';
+import type { Sink } from '../helpers/sink.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
-const TOKEN = 'test-admin-token-0123456789';
 const ATTACKER = 'phan@giftshop.club';
 const PARTNER = 'bob@partner.example';
 const AWS = ['AKIA', 'IOSFODNN7', 'EXAMPLE'].join('');
@@ -26,15 +25,7 @@ recipients:
 unknown_recipients: ${o.unknown ?? 'quarantine'}
 ${o.extra ?? ''}`;
 
-function transport(r: TestRelay) {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: r.smtpPort, tls: { ca: r.caPem }, requireTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 });
-}
-
-function upstreamEnv(sink: Sink): Record<string, string> {
-  return { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile };
-}
-
-async function adminPost(r: TestRelay, path: string, token: string | null = TOKEN): Promise<{ status: number; body: any }> {
+async function adminPost(r: TestRelay, path: string, token: string | null = ADMIN_TOKEN): Promise<{ status: number; body: any }> {
   const res = await fetch(`http://127.0.0.1:${r.adminPort}${path}`, {
     method: 'POST',
     headers: token ? { authorization: `Bearer ${token}` } : {},
@@ -47,7 +38,7 @@ async function adminPost(r: TestRelay, path: string, token: string | null = TOKE
 async function sendHeld(r: TestRelay, mail: SendMailOptions): Promise<string> {
   const info = await transport(r).sendMail(mail);
   expect(info.response).toMatch(/^250 2\.0\.0 Held for review by postguard \[[0-9a-f-]{36}\]$/);
-  return /\[([0-9a-f-]{36})\]$/.exec(info.response)![1]!;
+  return idOf(info.response);
 }
 
 interface CliRun {
@@ -107,13 +98,9 @@ describe('quarantine via the admin API (unknown_recipients: quarantine)', () => 
   let sink: Sink;
   let r: TestRelay;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({ policy: policy(), env: upstreamEnv(sink) });
+    ({ r, sink } = await startRelayAndSink(policy()));
   });
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
   afterEach(() => {
     sink.messages.length = 0;
   });
@@ -237,9 +224,7 @@ describe('quarantine via the admin API (unknown_recipients: quarantine)', () => 
 
 describe('quarantine from a secrets rule (action quarantine)', () => {
   it('holds a message with an AWS key; release (content approved) delivers it', async () => {
-    const sink = await startSink();
-    const r = await startTestRelay({ policy: policy({ unknown: 'strip', extra: 'secrets:\n  - detectors: [aws]\n    action: quarantine\n' }), env: upstreamEnv(sink) });
-    try {
+    await withRelay(policy({ unknown: 'strip', extra: 'secrets:\n  - detectors: [aws]\n    action: quarantine\n' }), async (r, sink) => {
       const id = await sendHeld(r, { from: 'agent@company.com', to: 'colleague@company.com', subject: 'deploy', text: `the key is ${AWS} ok` });
       expect(sink.messages).toHaveLength(0);
       const { body } = await adminGet(r, '/api/quarantine');
@@ -258,18 +243,13 @@ describe('quarantine from a secrets rule (action quarantine)', () => {
       expect(sink.messages[0]!.raw.toString('utf8')).toContain(AWS); // the approved message, as sent
       expect((await adminEvents(r, id))[0]).toMatchObject({ action: 'quarantine_released', actor: 'admin-api' });
       expect((await adminGet(r, '/api/quarantine')).body.messages).toEqual([]);
-    } finally {
-      await r.close();
-      await sink.close();
-    }
+    });
   });
 });
 
 describe('quarantine expiry', () => {
   it('quarantine: {duration: 200ms}: expire() drops it, audited quarantine_expired, nothing delivered', async () => {
-    const sink = await startSink();
-    const r = await startTestRelay({ policy: policy({ extra: 'quarantine:\n  duration: 200ms\n' }), env: upstreamEnv(sink) });
-    try {
+    await withRelay(policy({ extra: 'quarantine:\n  duration: 200ms\n' }), async (r, sink) => {
       expect(r.relay.policy.current.quarantineMs).toBe(200);
       const id = await sendHeld(r, { from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, subject: 'expire me', text: 'x' });
       const entry = (await adminGet(r, '/api/quarantine')).body.messages[0];
@@ -288,10 +268,7 @@ describe('quarantine expiry', () => {
       expect(r.relay.quarantine.expire()).toBe(0);
       expect((await adminPost(r, `/api/quarantine/${id}/release`)).status).toBe(404);
       expect(sink.messages).toHaveLength(0);
-    } finally {
-      await r.close();
-      await sink.close();
-    }
+    });
   });
 });
 
@@ -300,13 +277,9 @@ describe('postguard quarantine CLI against the relay data dir', () => {
   let r: TestRelay;
   const actor = `cli:${userInfo().username}`;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({ policy: policy(), env: upstreamEnv(sink) });
+    ({ r, sink } = await startRelayAndSink(policy()));
   });
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
 
   it('list shows the held messages', async () => {
     const a = await sendHeld(r, { from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, subject: 'cli list a', text: 'x' });

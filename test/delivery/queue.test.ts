@@ -4,32 +4,29 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { loadOrCreateCa } from '../../src/tls/ca.js';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { sleep } from '../helpers/raw-smtp.js';
+import { ADMIN_TOKEN, adminGet, alerts, freePort, idOf, startTestRelay, transport, upstreamEnv, waitFor, type TestRelay } from '../helpers/relay.js';
 import { startSink, type Sink } from '../helpers/sink.js';
 
 const POLICY = 'version: 1\nrecipients: [company.com]\n';
-const ADMIN_TOKEN = 'test-admin-token-0123456789';
-const ID_RE = /\[([0-9a-f-]{36})\]/;
 
-const queueEnv = (upstreamPort: number, caFile: string, extra: Record<string, string> = {}): Record<string, string> => ({
+/** Shorter client timeouts than transport()'s: a stuck send fails well inside these tests' timeouts. */
+const QUICK = { connectionTimeout: 5000, greetingTimeout: 5000, socketTimeout: 10_000 };
+
+const queueEnv = (upstream: Pick<Sink, 'port' | 'caFile'>, extra: Record<string, string> = {}): Record<string, string> => ({
   POSTGUARD_DELIVERY: 'queue',
-  POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${upstreamPort}`,
-  POSTGUARD_UPSTREAM_CA: caFile,
+  ...upstreamEnv(upstream),
   POSTGUARD_QUEUE_RETRY_BASE: '50ms',
   POSTGUARD_QUEUE_RETRY_MAX: '500ms',
   ...extra,
 });
-
-function transport(r: TestRelay, opts: Record<string, unknown> = {}) {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: r.smtpPort, tls: { ca: r.caPem }, requireTLS: true, connectionTimeout: 5000, greetingTimeout: 5000, socketTimeout: 10_000, ...opts });
-}
 
 /** A sink that is down: its port and CA are known (for the relay's config), nothing listens. */
 async function downSink(): Promise<{ port: number; caDir: string; caFile: string }> {
@@ -41,35 +38,10 @@ async function downSink(): Promise<{ port: number; caDir: string; caFile: string
 const xPostguard = (raw: Buffer) => /^X-Postguard: ([0-9a-f-]{36})\r?$/m.exec(raw.toString('latin1'))?.[1] ?? null;
 const subjectOf = (raw: Buffer) => /^Subject: ([^\r\n]*)/m.exec(raw.toString('latin1'))?.[1] ?? null;
 
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function events(r: TestRelay, action: string): Promise<any[]> {
   const { status, body } = await adminGet(r, `/api/events?action=${action}&limit=1000`);
   expect(status).toBe(200);
   return body.events;
-}
-
-async function alerts(r: TestRelay, kind: string): Promise<any[]> {
-  const { status, body } = await adminGet(r, `/api/alerts?kind=${kind}&limit=1000`);
-  expect(status).toBe(200);
-  return body.alerts;
 }
 
 async function queueSize(r: TestRelay): Promise<number> {
@@ -139,22 +111,22 @@ async function startSlowSink(opts: { delayMs: number; port?: number; caDir?: str
 describe('queue mode: acceptance does not depend on the upstream', () => {
   it('answers 250 Queued while the upstream is down; a 200-message burst is acked and, once the sink is back, each arrives exactly once', { timeout: 60_000 }, async () => {
     const down = await downSink();
-    const r = await startTestRelay({ policy: POLICY, env: queueEnv(down.port, down.caFile) });
+    const r = await startTestRelay({ policy: POLICY, env: queueEnv(down) });
     let sink: Sink | null = null;
     try {
       const info = await adminGet(r, '/api/info');
       expect(info.body.delivery).toBe('queue');
 
-      const first = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'q1 first', text: 'hello' });
+      const first = await transport(r, QUICK).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'q1 first', text: 'hello' });
       expect(first.response).toMatch(/^250 2\.0\.0 Queued by postguard \[[0-9a-f-]{36}\]$/);
-      const ids = new Set([ID_RE.exec(first.response)![1]!]);
+      const ids = new Set([idOf(first.response)]);
 
-      const pool = transport(r, { pool: true, maxConnections: 8, maxMessages: Infinity });
+      const pool = transport(r, { ...QUICK, pool: true, maxConnections: 8, maxMessages: Infinity });
       try {
         const infos = await Promise.all(Array.from({ length: 200 }, (_, i) => pool.sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: `q1 burst ${i}`, text: `message ${i}` })));
         for (const x of infos) {
           expect(x.response).toMatch(/^250 2\.0\.0 Queued by postguard /);
-          ids.add(ID_RE.exec(x.response)![1]!);
+          ids.add(idOf(x.response));
         }
       } finally {
         pool.close();
@@ -166,11 +138,11 @@ describe('queue mode: acceptance does not depend on the upstream', () => {
       expect(new Set(queued.map((e) => e.id))).toEqual(ids);
       expect(await queueSize(r)).toBe(201);
       // Let each one fail its first attempt against the dead upstream, so every delivery is a retry.
-      await until(() => (r.relay.store.db.prepare('SELECT COUNT(*) AS n FROM queue WHERE attempts = 0').get() as { n: number }).n === 0, 10_000, 'a first (failed) attempt of every message');
+      await waitFor(() => (r.relay.store.db.prepare('SELECT COUNT(*) AS n FROM queue WHERE attempts = 0').get() as { n: number }).n === 0, 10_000, 'a first (failed) attempt of every message');
 
       sink = await startSink({ port: down.port, caDir: down.caDir });
       const s = sink;
-      await until(async () => s.messages.length >= 201 && (await queueSize(r)) === 0, 30_000, 'all 201 messages at the sink');
+      await waitFor(async () => s.messages.length >= 201 && (await queueSize(r)) === 0, 30_000, 'all 201 messages at the sink');
       await sleep(600); // more than RETRY_MAX: a stray retry would show up as a duplicate
       const delivered = s.messages.map((m) => xPostguard(m.raw));
       expect(delivered).toHaveLength(201);
@@ -208,7 +180,7 @@ describe('queue mode: kill -9 under load', () => {
           POSTGUARD_POLICY: join(dir, 'policy.yaml'), POSTGUARD_DATA_DIR: join(dir, 'data'), POSTGUARD_CERTS_DIR: join(dir, 'certs'),
           POSTGUARD_SMTP_LISTEN: `127.0.0.1:${smtpPort}`, POSTGUARD_SMTPS_LISTEN: 'off', POSTGUARD_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
           POSTGUARD_ADMIN_TOKEN: ADMIN_TOKEN,
-          POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile,
+          ...upstreamEnv(sink),
           POSTGUARD_DELIVERY: 'queue', POSTGUARD_QUEUE_CONCURRENCY: String(CONCURRENCY),
           POSTGUARD_QUEUE_RETRY_BASE: '50ms', POSTGUARD_QUEUE_RETRY_MAX: '500ms',
         },
@@ -226,7 +198,7 @@ describe('queue mode: kill -9 under load', () => {
       });
       const exit = new Promise<void>((_, reject) => child.once('exit', (code, sig) => reject(new Error(`relay exited (${code ?? sig}) before starting: ${out}`))));
       exit.catch(() => {});
-      await Promise.race([until(() => out.includes('"relay_started"'), 15_000, 'relay_started'), exit]);
+      await Promise.race([waitFor(() => out.includes('"relay_started"'), 15_000, 'relay_started'), exit]);
       started = true;
       return child;
     };
@@ -256,8 +228,8 @@ describe('queue mode: kill -9 under load', () => {
       const workers = Promise.all(Array.from({ length: 8 }, worker));
 
       // Kill mid-load, at a moment when the sink holds a delivery in progress.
-      await until(() => acked.size >= 300 && sink.messages.length >= 50, 30_000, 'load to build up');
-      await until(() => sink.active > 0, 10_000, 'a delivery in flight at the sink');
+      await waitFor(() => acked.size >= 300 && sink.messages.length >= 50, 30_000, 'load to build up');
+      await waitFor(() => sink.active > 0, 10_000, 'a delivery in flight at the sink');
       const inFlightAtSink = sink.active;
       child.kill('SIGKILL');
       killed = true;
@@ -274,7 +246,7 @@ describe('queue mode: kill -9 under load', () => {
       const info = async () => (await (await fetch(`http://127.0.0.1:${adminPort2}/api/info`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { delivery: string; queue: { messages: number } };
       expect((await info()).delivery).toBe('queue');
       const received = () => new Set(sink.messages.map((m) => m.subject));
-      await until(async () => [...acked].every((s) => received().has(s)) && (await info()).queue.messages === 0, 45_000, 'every acked message at the sink');
+      await waitFor(async () => [...acked].every((s) => received().has(s)) && (await info()).queue.messages === 0, 45_000, 'every acked message at the sink');
       await sleep(600); // a stray retry would show up as a duplicate
 
       const counts = new Map<string, number>();
@@ -299,13 +271,13 @@ describe('queue mode: kill -9 under load', () => {
 describe('queue mode: giving up', () => {
   it('after POSTGUARD_QUEUE_MAX_AGE with the upstream down: removed, `expired` audit and a queue_expired alert', { timeout: 20_000 }, async () => {
     const down = await downSink();
-    const r = await startTestRelay({ policy: POLICY, env: queueEnv(down.port, down.caFile, { POSTGUARD_QUEUE_MAX_AGE: '300ms', POSTGUARD_QUEUE_RETRY_MAX: '100ms' }) });
+    const r = await startTestRelay({ policy: POLICY, env: queueEnv(down, { POSTGUARD_QUEUE_MAX_AGE: '300ms', POSTGUARD_QUEUE_RETRY_MAX: '100ms' }) });
     try {
       const t0 = Date.now();
-      const info = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'never delivered', text: 'x' });
+      const info = await transport(r, QUICK).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'never delivered', text: 'x' });
       expect(info.response).toMatch(/^250 2\.0\.0 Queued/);
-      const id = ID_RE.exec(info.response)![1]!;
-      await until(async () => (await events(r, 'expired')).some((e) => e.ref === id), 10_000, 'the expired record');
+      const id = idOf(info.response);
+      await waitFor(async () => (await events(r, 'expired')).some((e) => e.ref === id), 10_000, 'the expired record');
       expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
       const [expired] = (await events(r, 'expired')).filter((e) => e.ref === id);
       expect(expired).toMatchObject({ kind: 'message', channel: 'queue', action: 'expired', ref: id, upstream: { status: 'failed', temporary: true } });
@@ -327,12 +299,12 @@ describe('queue mode: giving up', () => {
   it('a permanent 5xx from the upstream: `upstream_rejected` audit and alert, not retried', { timeout: 20_000 }, async () => {
     const sink = await startSink();
     sink.failWith = 550;
-    const r = await startTestRelay({ policy: POLICY, env: queueEnv(sink.port, sink.caFile) });
+    const r = await startTestRelay({ policy: POLICY, env: queueEnv(sink) });
     try {
-      const info = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'refused upstream', text: 'x' });
+      const info = await transport(r, QUICK).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'refused upstream', text: 'x' });
       expect(info.response).toMatch(/^250 2\.0\.0 Queued/);
-      const id = ID_RE.exec(info.response)![1]!;
-      await until(async () => (await events(r, 'upstream_rejected')).some((e) => e.ref === id), 10_000, 'the upstream_rejected record');
+      const id = idOf(info.response);
+      await waitFor(async () => (await events(r, 'upstream_rejected')).some((e) => e.ref === id), 10_000, 'the upstream_rejected record');
       const [rec] = (await events(r, 'upstream_rejected')).filter((e) => e.ref === id);
       expect(rec).toMatchObject({ kind: 'message', channel: 'queue', action: 'upstream_rejected', ref: id, attempts: 1, upstream: { status: 'failed', temporary: false, code: 550 } });
       const a = (await alerts(r, 'upstream_rejected')).filter((x) => x.event_id === id);
@@ -355,12 +327,12 @@ describe('queue mode: giving up', () => {
 describe('queue mode: bounded concurrency, no stall', () => {
   it('POSTGUARD_QUEUE_CONCURRENCY=2 against a 300 ms upstream: at most 2 deliveries at once; 20 parallel submissions acked long before they are delivered', { timeout: 30_000 }, async () => {
     const sink = await startSlowSink({ delayMs: 300 });
-    const r = await startTestRelay({ policy: POLICY, env: queueEnv(sink.port, sink.caFile, { POSTGUARD_QUEUE_CONCURRENCY: '2' }) });
+    const r = await startTestRelay({ policy: POLICY, env: queueEnv(sink, { POSTGUARD_QUEUE_CONCURRENCY: '2' }) });
     try {
       const t0 = performance.now();
       const ackTimes: number[] = [];
       const infos = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
-        const t = transport(r);
+        const t = transport(r, QUICK);
         try {
           const info = await t.sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: `slow ${i}`, text: `message ${i}` });
           ackTimes.push(performance.now() - t0);
@@ -374,13 +346,13 @@ describe('queue mode: bounded concurrency, no stall', () => {
       expect(allAcked).toBeLessThan(1500);
       // Still accepting while the worker is busy: one more message is acked at once.
       const s1 = performance.now();
-      const extra = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'slow extra', text: 'x' });
+      const extra = await transport(r, QUICK).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: 'slow extra', text: 'x' });
       const extraMs = performance.now() - s1;
       expect(extra.response).toMatch(/^250 2\.0\.0 Queued/);
       expect(extraMs).toBeLessThan(500);
       expect(sink.messages.length).toBeLessThan(15); // deliveries are still going on
 
-      await until(() => sink.messages.length >= 21 && sink.active === 0, 20_000, 'all 21 delivered');
+      await waitFor(() => sink.messages.length >= 21 && sink.active === 0, 20_000, 'all 21 delivered');
       const allDelivered = performance.now() - t0;
       console.log(`bounded concurrency: 20 acked in ${Math.round(allAcked)} ms (extra one in ${Math.round(extraMs)} ms), 21 delivered in ${Math.round(allDelivered)} ms, max concurrent upstream deliveries ${sink.maxActive}`);
       expect(allDelivered).toBeGreaterThanOrEqual(3000);
@@ -397,16 +369,16 @@ describe('queue mode: bounded concurrency, no stall', () => {
 describe('queue mode: restart', () => {
   it('messages queued before a restart are delivered by the next relay on the same data dir', { timeout: 30_000 }, async () => {
     const down = await downSink();
-    const first = await startTestRelay({ policy: POLICY, env: queueEnv(down.port, down.caFile) });
+    const first = await startTestRelay({ policy: POLICY, env: queueEnv(down) });
     const ids = new Set<string>();
     let second: TestRelay | null = null;
     let sink: Sink | null = null;
     try {
-      const t = transport(first);
+      const t = transport(first, QUICK);
       for (let i = 0; i < 5; i++) {
         const info = await t.sendMail({ from: 'agent@company.com', to: 'colleague@company.com', subject: `restart ${i}`, text: `message ${i}` });
         expect(info.response).toMatch(/^250 2\.0\.0 Queued/);
-        ids.add(ID_RE.exec(info.response)![1]!);
+        ids.add(idOf(info.response));
       }
       t.close();
       expect(await queueSize(first)).toBe(5);
@@ -416,7 +388,7 @@ describe('queue mode: restart', () => {
       // own new dir; the agent-facing CA plays no part in what the queue delivers.)
       second = await startTestRelay({
         policy: POLICY,
-        env: queueEnv(down.port, down.caFile, {
+        env: queueEnv(down, {
           POSTGUARD_DATA_DIR: join(first.dir, 'data'),
           POSTGUARD_POLICY: first.policyFile,
         }),
@@ -425,7 +397,7 @@ describe('queue mode: restart', () => {
       expect(await queueSize(r2)).toBe(5);
       sink = await startSink({ port: down.port, caDir: down.caDir });
       const s = sink;
-      await until(async () => s.messages.length >= 5 && (await queueSize(r2)) === 0, 15_000, 'the 5 queued messages at the sink');
+      await waitFor(async () => s.messages.length >= 5 && (await queueSize(r2)) === 0, 15_000, 'the 5 queued messages at the sink');
       await sleep(600);
       expect(s.messages).toHaveLength(5);
       expect(new Set(s.messages.map((m) => xPostguard(m.raw)))).toEqual(ids);

@@ -2,32 +2,13 @@
 // unknown-domain limit, and the constant-extra-recipient (silent BCC) detector.
 
 import { readFileSync } from 'node:fs';
-import nodemailer, { type SendMailOptions } from 'nodemailer';
+import type { SendMailOptions } from 'nodemailer';
 import { describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/policy/password.js';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
-import { startSink, type Sink } from '../helpers/sink.js';
+import { adminGet, alerts, idOf, send, transport, withRelay, type Failure, type Info, type TestRelay } from '../helpers/relay.js';
 
 const ATTACKER = 'phan@giftshop.club';
 const DROP = 'drop@partner.example';
-
-type Info = { response: string; accepted: unknown[]; rejected: unknown[] };
-type Failure = Error & { responseCode?: number; response?: string };
-
-function transport(r: TestRelay, opts: Record<string, unknown> = {}) {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: r.smtpPort, tls: { ca: r.caPem }, requireTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000, ...opts });
-}
-
-async function send(r: TestRelay, mail: SendMailOptions, opts: Record<string, unknown> = {}): Promise<Info | Failure> {
-  const t = transport(r, opts);
-  try {
-    return (await t.sendMail(mail)) as Info;
-  } catch (e) {
-    return e as Failure;
-  } finally {
-    t.close();
-  }
-}
 
 function isFailure(x: Info | Failure): x is Failure {
   return x instanceof Error;
@@ -43,25 +24,6 @@ async function sendMany(r: TestRelay, n: number, mail: (i: number) => SendMailOp
     t.close();
   }
   return out;
-}
-
-const idOf = (response: string): string => /\[([0-9a-f-]{36})\]$/.exec(response)![1]!;
-
-async function withRelay(policy: string, fn: (r: TestRelay, sink: Sink) => Promise<void>): Promise<void> {
-  const sink = await startSink();
-  const r = await startTestRelay({ policy, env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  try {
-    await fn(r, sink);
-  } finally {
-    await r.close();
-    await sink.close();
-  }
-}
-
-async function alerts(r: TestRelay, kind?: string): Promise<any[]> {
-  const { status, body } = await adminGet(r, `/api/alerts?limit=1000${kind ? `&kind=${kind}` : ''}`);
-  expect(status).toBe(200);
-  return body.alerts as any[];
 }
 
 async function events(r: TestRelay, action: string): Promise<any[]> {

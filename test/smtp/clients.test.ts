@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/policy/password.js';
 import { Interactive, finalReplies, run, sleep, type RunResult } from '../helpers/raw-smtp.js';
-import { startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { startTestRelay, upstreamEnv, type TestRelay } from '../helpers/relay.js';
 import { startSink, type Sink } from '../helpers/sink.js';
 
 const FROM = 'agent@company.com';
@@ -57,7 +57,7 @@ let agentCaFile: string;
 
 beforeAll(async () => {
   sink = await startSink();
-  const env = { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile };
+  const env = upstreamEnv(sink);
   [relay, agentRelay] = await Promise.all([startTestRelay({ policy: STRIP_POLICY, env }), startTestRelay({ policy: agentPolicy(), env })]);
   caFile = join(tmp, 'relay-ca.pem');
   writeFileSync(caFile, relay.caPem);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { domainToASCII } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Interactive, RawSmtp, finalReplies, message, sleep, type Reply } from '../helpers/raw-smtp.js';
-import { startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { startTestRelay, upstreamEnv, type TestRelay } from '../helpers/relay.js';
 import { startSink, type Sink, type SinkMessage } from '../helpers/sink.js';
 
 const policy = (unknown: 'strip' | 'block'): string => `version: 1
@@ -33,18 +33,30 @@ interface Setup {
 
 async function setup(unknown: 'strip' | 'block'): Promise<Setup> {
   const sink = await startSink();
-  const relay = await startTestRelay({
-    policy: policy(unknown),
-    env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile },
-  });
+  const relay = await startTestRelay({ policy: policy(unknown), env: upstreamEnv(sink) });
   const caFile = join(mkdtempSync(join(tmpdir(), 'pg-hostile-')), 'relay-ca.pem');
   writeFileSync(caFile, relay.caPem);
   return { relay, sink, caFile };
 }
 
 async function teardown(s: Setup | undefined): Promise<void> {
-  await s?.relay.close();
-  await s?.sink.close();
+  await s?.relay?.close();
+  await s?.sink?.close();
+}
+
+/** One strip-mode setup for a describe block, torn down after it; with `clearSink`, the sink is emptied before each test. */
+function sharedSetup(opts: { clearSink: boolean }): Setup {
+  const s = {} as Setup;
+  beforeAll(async () => {
+    Object.assign(s, await setup('strip'));
+  });
+  afterAll(() => teardown(s));
+  if (opts.clearSink) {
+    beforeEach(() => {
+      s.sink.messages.length = 0;
+    });
+  }
+  return s;
 }
 
 /** Connect to the plaintext port and EHLO. */
@@ -68,6 +80,21 @@ const envelopeText = (m: SinkMessage): string => `${m.from} ${m.to.join(' ')}`;
 /** No message at the sink names phan or giftshop in its envelope. */
 function expectNoPhanInEnvelopes(sink: Sink): void {
   for (const m of sink.messages) expect(envelopeText(m)).not.toMatch(/phan|giftshop/i);
+}
+
+/** The next reply is an error (4xx or 5xx), or the relay closes the connection instead. */
+async function expectErrorReplyOrClose(c: RawSmtp): Promise<void> {
+  const outcome = await Promise.race([c.read().then((r) => r.code, () => 'closed' as const), c.closed.then(() => 'closed' as const)]);
+  if (outcome !== 'closed') {
+    expect(outcome).toBeGreaterThanOrEqual(400);
+    expect(outcome).toBeLessThan(600);
+  }
+}
+
+/** The relay closes the connection within 5 s. */
+async function expectClosedSoon(c: RawSmtp): Promise<void> {
+  await Promise.race([c.closed, sleep(5000)]);
+  expect(c.isClosed).toBe(true);
 }
 
 /** The relay still accepts and delivers a clean message on a fresh connection. */
@@ -111,14 +138,7 @@ function expectSmugglingRefused(final: Reply | null, reason: RegExp): void {
 }
 
 describe('SMTP smuggling', () => {
-  let s: Setup;
-  beforeAll(async () => {
-    s = await setup('strip');
-  });
-  afterAll(() => teardown(s));
-  beforeEach(() => {
-    s.sink.messages.length = 0;
-  });
+  const s = sharedSetup({ clearSink: true });
 
   for (const p of SMUGGLING) {
     it(`plaintext: ${p.name} + smuggled MAIL/RCPT/DATA → 554 5.6.0, nothing delivered, session still usable`, async () => {
@@ -281,11 +301,7 @@ function junk(n: number, seed = 0x2545f491): Buffer {
 }
 
 describe('malformed commands never crash the relay', () => {
-  let s: Setup;
-  beforeAll(async () => {
-    s = await setup('strip');
-  });
-  afterAll(() => teardown(s));
+  const s = sharedSetup({ clearSink: false });
 
   it('garbage command lines → 500 each, and the session still works', async () => {
     const c = await open(s);
@@ -315,11 +331,7 @@ describe('malformed commands never crash the relay', () => {
   it('a 20000-byte line (over the 16 KiB command limit) → an error reply or a close, never a hang', async () => {
     const c = await open(s);
     c.write(`${'Y'.repeat(20_000)}\r\n`);
-    const outcome = await Promise.race([c.read().then((r) => r.code, () => 'closed' as const), c.closed.then(() => 'closed' as const)]);
-    if (outcome !== 'closed') {
-      expect(outcome).toBeGreaterThanOrEqual(400);
-      expect(outcome).toBeLessThan(600);
-    }
+    await expectErrorReplyOrClose(c);
     c.destroy();
     await expectRelayWorks(s);
   });
@@ -376,11 +388,7 @@ describe('malformed commands never crash the relay', () => {
     const c = await open(s);
     const j = junk(4096);
     c.write(Buffer.concat([j, Buffer.from('\r\n'), junk(2048, 7), Buffer.from('\r\n')]));
-    const first = await Promise.race([c.read().then((r) => r.code, () => 'closed' as const), c.closed.then(() => 'closed' as const)]);
-    if (first !== 'closed') {
-      expect(first).toBeGreaterThanOrEqual(400);
-      expect(first).toBeLessThan(600);
-    }
+    await expectErrorReplyOrClose(c);
     c.destroy();
     await expectRelayWorks(s);
   });
@@ -391,8 +399,7 @@ describe('malformed commands never crash the relay', () => {
     for (let i = 0; i < 10; i++) codes.push((await c.cmd(`BOGUS${i}`)).code);
     expect(codes.slice(0, 9).every((x) => x === 500)).toBe(true);
     expect(codes[9]).toBe(421);
-    await Promise.race([c.closed, sleep(5000)]);
-    expect(c.isClosed).toBe(true);
+    await expectClosedSoon(c);
     await expectRelayWorks(s);
   });
 
@@ -402,8 +409,7 @@ describe('malformed commands never crash the relay', () => {
     c.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: hostile-test\r\n\r\n');
     const r = await c.read();
     expect(r.code).toBe(421);
-    await Promise.race([c.closed, sleep(5000)]);
-    expect(c.isClosed).toBe(true);
+    await expectClosedSoon(c);
     // A POST after a valid EHLO is refused the same way.
     const c2 = await open(s);
     const r2 = await c2.cmd('POST /api/send HTTP/1.0');
@@ -521,14 +527,7 @@ const MIME_CASES: { name: string; data: () => string; expect: 'any' | 250 | 554 
 ];
 
 describe('malformed MIME gets a clear reply and the relay keeps working', () => {
-  let s: Setup;
-  beforeAll(async () => {
-    s = await setup('strip');
-  });
-  afterAll(() => teardown(s));
-  beforeEach(() => {
-    s.sink.messages.length = 0;
-  });
+  const s = sharedSetup({ clearSink: true });
 
   for (const m of MIME_CASES) {
     it(`${m.name} → ${m.expect === 'any' ? '2xx or 5xx' : m.expect}, sink consistent with the reply`, async () => {

@@ -3,13 +3,13 @@
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import nodemailer from 'nodemailer';
 import { originalInit } from '../../src/smtp/greeting.js';
-import { startTestRelay } from '../helpers/relay.js';
+import { freePort, startTestRelay, upstreamEnv, waitFor } from '../helpers/relay.js';
 import { startSink } from '../helpers/sink.js';
 
 const POLICY = 'version: 1\nrecipients: [company.com]\n';
@@ -92,7 +92,7 @@ describe('SIGTERM', () => {
         ...process.env,
         POSTGUARD_POLICY: join(dir, 'policy.yaml'), POSTGUARD_DATA_DIR: join(dir, 'data'), POSTGUARD_CERTS_DIR: join(dir, 'certs'),
         POSTGUARD_SMTP_LISTEN: `127.0.0.1:${port}`, POSTGUARD_SMTPS_LISTEN: 'off', POSTGUARD_ADMIN_LISTEN: 'off',
-        POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile,
+        ...upstreamEnv(sink),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -101,7 +101,7 @@ describe('SIGTERM', () => {
     child.stderr.on('data', (d) => (out += d));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     try {
-      await until(() => out.includes('"relay_started"'));
+      await waitFor(() => out.includes('"relay_started"'), 10_000, 'relay_started');
       // Hold the DATA phase open, send SIGTERM while the message is in flight, then finish it.
       const t = nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true });
       let release!: () => void;
@@ -110,10 +110,10 @@ describe('SIGTERM', () => {
       const body = new Readable({ read() {} });
       const sending = t.sendMail({ envelope: { from: 'a@company.com', to: ['b@company.com'] }, raw: body });
       body.push('Subject: in flight\r\n\r\n');
-      await until(() => out.includes('"relay_started"'));
+      await waitFor(() => out.includes('"relay_started"'), 10_000, 'relay_started');
       await new Promise((r) => setTimeout(r, 200));
       child.kill('SIGTERM');
-      await until(() => out.includes('"shutdown"'));
+      await waitFor(() => out.includes('"shutdown"'), 10_000, 'shutdown');
       setTimeout(() => release(), 100);
       await gate;
       body.push('the rest\r\n');
@@ -130,20 +130,3 @@ describe('SIGTERM', () => {
     }
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

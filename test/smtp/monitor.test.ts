@@ -2,10 +2,9 @@
 // the message), but the audit names what enforce mode would have done and an alert is raised.
 
 import { writeFileSync } from 'node:fs';
-import nodemailer from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
-import { startSink, type Sink } from '../helpers/sink.js';
+import { adminGet, alertFor, closeRelayAndSink, idOf, startRelayAndSink, transport, type TestRelay } from '../helpers/relay.js';
+import type { Sink } from '../helpers/sink.js';
 
 const ATTACKER = 'phan@giftshop.club';
 const AWS = ['AKIA', 'IOSFODNN7', 'EXAMPLE'].join('');
@@ -23,28 +22,13 @@ attachments:
     action: quarantine
 `;
 
-function transport(r: TestRelay) {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: r.smtpPort, tls: { ca: r.caPem }, requireTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 });
-}
-
-const idOf = (response: string): string => /\[([0-9a-f-]{36})\]$/.exec(response)![1]!;
-
-async function alertFor(r: TestRelay, eventId: string): Promise<any[]> {
-  const { body } = await adminGet(r, '/api/alerts?limit=1000');
-  return (body.alerts as any[]).filter((a) => a.event_id === eventId);
-}
-
 describe('monitor mode', () => {
   let sink: Sink;
   let r: TestRelay;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({ policy: policy('block'), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    ({ r, sink } = await startRelayAndSink(policy('block')));
   });
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
   afterEach(() => {
     sink.messages.length = 0;
   });

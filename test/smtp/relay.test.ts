@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../../src/policy/password.js';
-import { adminGet, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { adminGet, closeRelayAndSink, startRelayAndSink, startTestRelay, transport, upstreamEnv, waitFor, withRelay, type TestRelay } from '../helpers/relay.js';
 import { startSink, type Sink } from '../helpers/sink.js';
 
 const ATTACKER = 'phan@giftshop.club';
@@ -34,10 +34,6 @@ const RAW = [
   '',
 ].join('\r\n');
 
-function transport(r: TestRelay, opts: Record<string, unknown> = {}) {
-  return nodemailer.createTransport({ host: '127.0.0.1', port: r.smtpPort, tls: { ca: r.caPem }, requireTLS: true, ...opts });
-}
-
 /** Split the two trace headers the relay adds from the rest of what the sink received. */
 function untrace(raw: Buffer): { received: string; xPostguard: string; rest: string } {
   const text = raw.toString('utf8');
@@ -50,13 +46,9 @@ describe('strip mode: the postmark-mcp BCC never reaches the attacker', () => {
   let sink: Sink;
   let r: TestRelay;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({ policy: policy('strip'), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    ({ r, sink } = await startRelayAndSink(policy('strip')));
   });
-  afterAll(async () => {
-    await r.close();
-    await sink.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
   afterEach(() => {
     sink.messages.length = 0;
     sink.transactions = 0;
@@ -160,13 +152,9 @@ describe('block and quarantine modes', () => {
   let sink: Sink;
   let r: TestRelay;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({ policy: policy('block'), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    ({ r, sink } = await startRelayAndSink(policy('block')));
   });
-  afterAll(async () => {
-    await r.close();
-    await sink.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
 
   it('block: the whole message is refused after DATA with 554 5.7.1 and nothing reaches the sink', async () => {
     const err = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, text: 'x' }).catch((e: Error) => e);
@@ -201,9 +189,7 @@ describe('agents: SMTP AUTH and allowed senders', () => {
   let sink: Sink;
   let r: TestRelay;
   beforeAll(async () => {
-    sink = await startSink();
-    r = await startTestRelay({
-      policy: `version: 1
+    ({ r, sink } = await startRelayAndSink(`version: 1
 recipients: [company.com]
 agents:
   billing-bot:
@@ -213,14 +199,9 @@ agents:
     password_hash: "${hashPassword('s3cret-support')}"
     senders: ["*@support.company.com"]
     recipients: [customer@client.example]
-`,
-      env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile },
-    });
+`));
   });
-  afterAll(async () => {
-    await r.close();
-    await sink.close();
-  });
+  afterAll(() => closeRelayAndSink(r, sink));
 
   it('requires AUTH when the policy defines agents', async () => {
     const err = await transport(r).sendMail({ from: 'billing@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: Error) => e);
@@ -254,7 +235,7 @@ describe('upstream failures: never acknowledge what was not delivered', () => {
     const sink = await startSink();
     const port = sink.port;
     await sink.close();
-    const r = await startTestRelay({ policy: policy('strip'), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    const r = await startTestRelay({ policy: policy('strip'), env: upstreamEnv(sink) });
     try {
       const err = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: Error) => e);
       expect((err as { responseCode?: number }).responseCode).toBe(451);
@@ -276,7 +257,7 @@ describe('upstream failures: never acknowledge what was not delivered', () => {
   it('upstream permanent refusal → 554, and an untrusted upstream certificate → 451 (TLS is verified)', async () => {
     const sink = await startSink();
     const other = await startSink(); // a different CA than the one the relay trusts
-    const r = await startTestRelay({ policy: policy('strip'), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: other.caFile } });
+    const r = await startTestRelay({ policy: policy('strip'), env: { ...upstreamEnv(sink), POSTGUARD_UPSTREAM_CA: other.caFile } });
     try {
       const err = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: Error) => e);
       expect((err as { responseCode?: number }).responseCode).toBe(451);
@@ -286,7 +267,7 @@ describe('upstream failures: never acknowledge what was not delivered', () => {
     } finally {
       await r.close();
     }
-    const r2 = await startTestRelay({ policy: policy('strip'), env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    const r2 = await startTestRelay({ policy: policy('strip'), env: upstreamEnv(sink) });
     try {
       sink.failWith = 550;
       const err = await transport(r2).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: Error) => e);
@@ -345,10 +326,8 @@ describe('capture mode, size limit, seed policy, hot reload', () => {
   });
 
   it('the seed email_security_policy: BCC to the attacker blocks the message; internal mail flows', async () => {
-    const sink = await startSink();
     const seed = readFileSync(new URL('../../policies/seed-postmark-mcp.yaml', import.meta.url), 'utf8');
-    const r = await startTestRelay({ policy: seed, env: { POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile } });
-    try {
+    await withRelay(seed, async (r, sink) => {
       const err = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, text: 'x' }).catch((e: Error) => e);
       expect((err as { responseCode?: number }).responseCode).toBe(554);
       const ok = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', cc: 'ops@subsidiaries.com', text: 'x' });
@@ -358,10 +337,7 @@ describe('capture mode, size limit, seed policy, hot reload', () => {
       const held = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', text: 'see attached', attachments: [{ filename: 'prod.kdbx', content: Buffer.from([1, 2, 3]) }] });
       expect(held.response).toMatch(/Held for review/);
       expect(sink.messages).toHaveLength(1);
-    } finally {
-      await r.close();
-      await sink.close();
-    }
+    });
   });
 
   it('hot reload: a broken file keeps the previous policy and raises an alert; a good file applies', async () => {
@@ -369,7 +345,7 @@ describe('capture mode, size limit, seed policy, hot reload', () => {
     try {
       const version = r.relay.policy.current.version;
       writeFileSync(r.policyFile, 'version: 1\nrecipients: [company.com\nunknown_recipients: allow-everything\n');
-      await waitFor(() => r.logs.some((l) => l.alert === 'policy_rejected'));
+      await waitFor(() => r.logs.some((l) => l.alert === 'policy_rejected'), 5000, 'the policy_rejected alert');
       expect(r.relay.policy.current.version).toBe(version);
       const alert = r.logs.find((l) => l.alert === 'policy_rejected')!;
       expect(String((alert.errors as string[])[0])).toMatch(/policy\.yaml:\d+:\d+: /);
@@ -377,7 +353,7 @@ describe('capture mode, size limit, seed policy, hot reload', () => {
       const info = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, text: 'x' });
       expect(info.rejected).toEqual([ATTACKER]);
       writeFileSync(r.policyFile, policy('block'));
-      await waitFor(() => r.relay.policy.current.version !== version);
+      await waitFor(() => r.relay.policy.current.version !== version, 5000, 'the new policy');
       const err = await transport(r).sendMail({ from: 'agent@company.com', to: 'colleague@company.com', bcc: ATTACKER, text: 'x' }).catch((e: Error) => e);
       expect((err as { responseCode?: number }).responseCode).toBe(554);
       const { body } = await adminGet(r, '/api/events?kind=policy');
@@ -387,11 +363,3 @@ describe('capture mode, size limit, seed policy, hot reload', () => {
     }
   });
 });
-
-async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((res) => setTimeout(res, 25));
-  }
-}

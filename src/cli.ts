@@ -2,23 +2,22 @@
 // postguard command line. Each command reads the same environment (SPEC §3).
 
 import { readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.js';
-import { createLogger } from './core/log.js';
+import { createLogger, silentLogger } from './core/log.js';
+import { createOutbound } from './delivery/outbound.js';
+import { Quarantine } from './delivery/quarantine.js';
 import { explain, formatDecision } from './policy/explain.js';
 import { loadPolicyFile } from './policy/load.js';
 import { hashPassword } from './policy/password.js';
 import { formatPolicyError } from './policy/types.js';
 import { startRelay, StartupError } from './relay.js';
+import { createUpstream } from './smtp/upstream.js';
 import { verifyAudit } from './store/audit.js';
 import { openDb } from './store/db.js';
-import { initCa, loadCa } from './tls/ca.js';
-import { userInfo } from 'node:os';
-import { silentLogger } from './core/log.js';
-import { createOutbound } from './delivery/outbound.js';
-import { Quarantine } from './delivery/quarantine.js';
-import { createUpstream } from './smtp/upstream.js';
 import { Store } from './store/store.js';
+import { initCa, loadCa } from './tls/ca.js';
 
 const USAGE = `usage:
   postguard relay                         SMTP relay + admin API (what npm start runs)

@@ -5,14 +5,18 @@
 //   onData      read (no bare CR/LF) → intent → decide → apply → reply only after delivery/fsync
 //   onClose     audit a transaction that ended without DATA
 
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { decisionAlert } from '../alerts/decision.js';
+import type { AlertHub } from '../alerts/hub.js';
+import type { Listen } from '../config.js';
 import { parseMailbox, type Mailbox } from '../core/address.js';
 import type { MailIntent, Recipient } from '../core/intent.js';
 import type { Logger } from '../core/log.js';
 import { contentFacts, headerFacts, splitHeader } from '../core/message.js';
-import type { Listen } from '../config.js';
+import type { Outbound } from '../delivery/outbound.js';
 import { agentOf, decide, judgeRecipient, senderAllowed, unknownActionFor, unknownDomainsOf, type Decision } from '../policy/decide.js';
+import type { AgentHistory } from '../policy/history.js';
 import { verifyPassword } from '../policy/password.js';
 import type { Policy } from '../policy/types.js';
 import { newEventId } from '../store/audit.js';
@@ -21,10 +25,6 @@ import { readData } from './data.js';
 import { removeGreetingDelay } from './greeting.js';
 import { rewriteMessage } from './rewrite.js';
 import type { Transmission } from './upstream.js';
-import type { Outbound } from '../delivery/outbound.js';
-import type { AlertHub } from '../alerts/hub.js';
-import { decisionAlert } from '../alerts/decision.js';
-import type { AgentHistory } from '../policy/history.js';
 
 export interface SmtpContext {
   policy: () => Policy;
@@ -89,7 +89,7 @@ export class SmtpChannel {
       this.servers.push(server);
       // SMTP is a chatty request/reply protocol: Nagle's algorithm would hold small replies back
       // behind the peer's delayed ACK (tens of ms per round trip).
-      server.server.on('connection', (socket: import('node:net').Socket) => socket.setNoDelay(true));
+      server.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(l.port, l.host, () => {

@@ -165,7 +165,7 @@ describe('postguard policy explain', () => {
 });
 
 describe('postguard policy hash-password', () => {
-  it('hashes stdin; verifyPassword accepts the password and refuses others', () => {
+  it('hashes stdin; verifyPassword accepts the password and refuses others', async () => {
     const password = 'correct horse battery staple';
     const r = cli(['policy', 'hash-password'], { input: `${password}\n` });
     expect(r.status).toBe(0);
@@ -173,22 +173,22 @@ describe('postguard policy hash-password', () => {
     expect(lines(r.stdout)).toHaveLength(1);
     expect(isPasswordHash(hash)).toBe(true);
     expect(hash).not.toContain(password);
-    expect(verifyPassword(password, hash)).toBe(true);
-    expect(verifyPassword(`${password}\n`, hash)).toBe(false);
-    expect(verifyPassword('wrong', hash)).toBe(false);
+    expect(await verifyPassword(password, hash)).toBe(true);
+    expect(await verifyPassword(`${password}\n`, hash)).toBe(false);
+    expect(await verifyPassword('wrong', hash)).toBe(false);
   });
 
-  it('CRLF line ending is not part of the password', () => {
+  it('CRLF line ending is not part of the password', async () => {
     const r = cli(['policy', 'hash-password'], { input: 's3cret\r\n' });
     expect(r.status).toBe(0);
-    expect(verifyPassword('s3cret', r.stdout.trim())).toBe(true);
+    expect(await verifyPassword('s3cret', r.stdout.trim())).toBe(true);
   });
 
-  it('two runs give different salts', () => {
+  it('two runs give different salts', async () => {
     const a = cli(['policy', 'hash-password'], { input: 'same' }).stdout.trim();
     const b = cli(['policy', 'hash-password'], { input: 'same' }).stdout.trim();
     expect(a).not.toBe(b);
-    expect(verifyPassword('same', a) && verifyPassword('same', b)).toBe(true);
+    expect((await verifyPassword('same', a)) && (await verifyPassword('same', b))).toBe(true);
   });
 
   it('empty stdin → exit 2', () => {

@@ -1,6 +1,6 @@
 // Agent credentials live in the policy only as scrypt hashes: `scrypt$N$r$p$salt$hash` (base64url).
 
-import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 
 const N = 16384;
 const R = 8;
@@ -21,15 +21,18 @@ export function isPasswordHash(text: string): boolean {
 // time. Remember successful checks by a digest of (hash, password), never the password itself.
 const verified = new Set<string>();
 
-export function verifyPassword(password: string, stored: string): boolean {
+/**
+ * Check a password against its stored hash. Asynchronous on purpose: scrypt runs on libuv's thread
+ * pool, so a flood of wrong passwords cannot stall the event loop that carries everyone's mail.
+ */
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   if (!isPasswordHash(stored)) return false;
   const memo = createHash('sha256').update(stored).update('\0').update(password).digest('base64');
   if (verified.has(memo)) return true;
   const [, n, r, p, salt, hash] = stored.split('$') as [string, string, string, string, string, string];
   const expected = Buffer.from(hash, 'base64url');
-  const actual = scryptSync(password, Buffer.from(salt, 'base64url'), expected.length, {
-    N: Number(n), r: Number(r), p: Number(p), maxmem: 256 * Number(n) * Number(r),
-  });
+  const actual = await new Promise<Buffer>((resolve, reject) =>
+    scrypt(password, Buffer.from(salt, 'base64url'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 256 * Number(n) * Number(r) }, (err, key) => (err ? reject(err) : resolve(key))));
   const ok = actual.length === expected.length && timingSafeEqual(actual, expected);
   if (ok) {
     if (verified.size > 10_000) verified.clear();

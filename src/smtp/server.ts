@@ -19,7 +19,7 @@ import { agentOf, decide, judgeRecipient, senderAllowed, unknownActionFor, unkno
 import type { AgentHistory } from '../policy/history.js';
 import { verifyPassword } from '../policy/password.js';
 import type { Policy } from '../policy/types.js';
-import { newEventId } from '../store/audit.js';
+import { newEventId, type AuditInput } from '../store/audit.js';
 import type { Store } from '../store/store.js';
 import { readData } from './data.js';
 import { removeGreetingDelay } from './greeting.js';
@@ -155,11 +155,12 @@ export class SmtpChannel {
 
   private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user: string }) => void): void {
     const agent = auth.username ? this.ctx.policy().agents.get(auth.username) : undefined;
-    if (!agent?.passwordHash || !verifyPassword(auth.password ?? '', agent.passwordHash)) {
+    const fail = () => {
       this.ctx.log('warn', 'smtp_auth_failed', { session: session.id, client: session.remoteAddress, user: auth.username?.slice(0, 64) });
-      return cb(smtpError(535, '5.7.8 Authentication credentials invalid'));
-    }
-    cb(null, { user: agent.id });
+      cb(smtpError(535, '5.7.8 Authentication credentials invalid'));
+    };
+    if (!agent?.passwordHash) return fail();
+    verifyPassword(auth.password ?? '', agent.passwordHash).then((ok) => (ok ? cb(null, { user: agent.id }) : fail()), fail);
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
@@ -180,8 +181,17 @@ export class SmtpChannel {
     cb();
   }
 
+  /** Audit from inside a hook: a storage fault there must not take the process down. */
+  private note(input: AuditInput): void {
+    try {
+      this.ctx.store.record(input);
+    } catch (e) {
+      this.ctx.log('error', 'audit_write_failed', { action: input.action, error: (e as Error).message });
+    }
+  }
+
   private refuseMail(session: SMTPServerSession, agent: string | null, from: string, cb: (err?: Error | null) => void, err: Error): void {
-    this.ctx.store.record({ kind: 'message', channel: 'smtp', action: 'rejected', agent, session: session.id, client: session.remoteAddress, envelope: { from: sanitize(from), to: [] }, rule: 'senders', reason: err.message, policy_version: this.ctx.policy().version });
+    this.note({ kind: 'message', channel: 'smtp', action: 'rejected', agent, session: session.id, client: session.remoteAddress, envelope: { from: sanitize(from), to: [] }, rule: 'senders', reason: err.message, policy_version: this.ctx.policy().version });
     cb(err);
   }
 
@@ -214,7 +224,7 @@ export class SmtpChannel {
     const tx = this.transactions.get(session.id);
     this.transactions.delete(session.id);
     if (!tx || tx.done || tx.stripped.length + tx.invalid.length === 0) return;
-    this.ctx.store.record({
+    this.note({
       kind: 'message', channel: 'smtp', action: 'rejected', agent: agentOfSession(session), session: session.id, client: session.remoteAddress,
       envelope: { from: tx.fromText, to: tx.rcpts.map((r) => r.address) }, recipients: { kept: [], stripped: tx.stripped.map((r) => r.address), invalid: tx.invalid },
       rule: 'unknown_recipients', reason: 'transaction ended without DATA', policy_version: this.ctx.policy().version,

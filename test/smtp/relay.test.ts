@@ -1,6 +1,7 @@
 // The postmark-mcp scenario over SMTP, end to end: nodemailer → relay → a real upstream sink.
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../../src/policy/password.js';
@@ -211,6 +212,22 @@ agents:
   it('rejects a wrong password with 535', async () => {
     const err = await transport(r, { auth: { user: 'billing-bot', pass: 'nope' } }).sendMail({ from: 'billing@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: Error) => e);
     expect((err as { responseCode?: number }).responseCode).toBe(535);
+  });
+
+  it('wrong passwords are checked off the event loop: a burst of bad AUTHs does not hold up other clients', async () => {
+    const attempts = Array.from({ length: 16 }, (_, i) =>
+      transport(r, { auth: { user: 'billing-bot', pass: `guess-${i}` } }).sendMail({ from: 'billing@company.com', to: 'colleague@company.com', text: 'x' }).catch((e: { responseCode?: number }) => e.responseCode));
+    await new Promise((res) => setTimeout(res, 30)); // the guesses are in flight (each scrypt costs ~50 ms)
+    const t0 = performance.now();
+    const greeting = await new Promise<string>((resolve, reject) => {
+      const s = connect(r.smtpPort, '127.0.0.1');
+      s.once('data', (d) => (resolve(d.toString()), s.destroy()));
+      s.once('error', reject);
+    });
+    const waited = performance.now() - t0;
+    expect(greeting).toMatch(/^220 /);
+    expect(waited).toBeLessThan(100); // with scrypt on the event loop this waited for every guess (~0.8 s)
+    expect(await Promise.all(attempts)).toEqual(Array(16).fill(535));
   });
 
   it('each agent sends only as its own senders and to its own recipients', async () => {

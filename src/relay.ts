@@ -121,8 +121,15 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   addresses.admin = cfg.adminListen ? await admin.listen(cfg.adminListen) : null;
   policy.watch();
   queue?.start();
-  quarantine.expire();
-  const expiry = setInterval(() => quarantine.expire(), 60_000).unref();
+  const expire = () => {
+    try {
+      quarantine.expire();
+    } catch (e) {
+      log('error', 'quarantine_expiry_failed', { error: (e as Error).message });
+    }
+  };
+  expire();
+  const expiry = setInterval(expire, 60_000).unref();
   store.record({ kind: 'system', action: 'relay_started', version: VERSION, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture' });
   log('info', 'relay_started', { version: VERSION, delivery: outbound.mode, ...Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.address}:${a.port}` : null])), policy: policy0.file, policy_version: policy0.version, upstream: upstream ? upstream.description : 'capture (no POSTGUARD_UPSTREAM_SMTP)' });
 

@@ -13,6 +13,7 @@ export type RecipientField =
   | 'resent-to' | 'resent-cc' | 'resent-bcc'
   | 'x-smtpapi' // SendGrid's delivery-driving JSON header
   | 'reply-to' // not a delivery target, but a place replies (and data) flow to
+  | 'notify' // Disposition-Notification-To, Return-Receipt-To, Errors-To: receipts and bounces flow there
   | 'api'; // a provider API field (the adapter names it in `source`)
 
 export interface Recipient {

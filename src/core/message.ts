@@ -43,7 +43,8 @@ export function splitHeader(raw: Buffer): SplitMessage {
     const colon = line.indexOf(':');
     const name = colon > 0 ? line.slice(0, colon) : '';
     if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name)) {
-      problems.push({ code: 'header.malformed', detail: `header line is not \`Name: value\`: ${JSON.stringify(line.slice(0, 80))}` });
+      // No excerpt: the line is the agent's content and may hold a secret.
+      problems.push({ code: 'header.malformed', detail: `header line ${fields.length + problems.length + 1} is not \`Name: value\` (${line.length} characters)` });
       continue;
     }
     fields.push({ name: name.toLowerCase(), raw: line, value: line.slice(colon + 1) });
@@ -56,6 +57,8 @@ const RECIPIENT_HEADERS: Record<string, RecipientField> = {
   to: 'to', cc: 'cc', bcc: 'bcc',
   'resent-to': 'resent-to', 'resent-cc': 'resent-cc', 'resent-bcc': 'resent-bcc',
   'reply-to': 'reply-to',
+  // Where receipts and bounces go: a copy of the message can flow there without any To/Bcc (S28).
+  'disposition-notification-to': 'notify', 'return-receipt-to': 'notify', 'errors-to': 'notify',
 };
 
 /**
@@ -84,10 +87,12 @@ export function headerFacts(fields: HeaderField[], role: HeaderRole): HeaderFact
         problems.push({ code: 'address.invalid', detail: `${f.name}: ${list.error}` });
         continue;
       }
-      const delivers = role === 'delivery' && field !== 'reply-to';
+      const indirect = field === 'reply-to' || field === 'notify';
+      const delivers = role === 'delivery' && !indirect;
       for (const mailbox of list.value) {
-        // Reply-To cannot be stripped without altering what the agent wrote; decide() blocks it if unknown.
-        recipients.push({ mailbox, field, source: `${f.name} header`, delivers, strippable: field !== 'reply-to' });
+        // Reply-To and receipt headers cannot be stripped without altering what the agent wrote;
+        // decide() blocks the message if they name an unknown address.
+        recipients.push({ mailbox, field, source: `${f.name} header`, delivers, strippable: !indirect });
       }
     } else if (f.name === 'from' || f.name === 'sender') {
       const list = parseAddressList(f.value);

@@ -60,6 +60,8 @@ export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstr
     begin: (from, to) => upstream.begin(from, to),
     async submit(msg, audit, early) {
       const matches = early && early.to.length === msg.to.length && early.to.every((a, i) => a === msg.to[i]);
+      // Withdraw a non-matching early transaction before sending: it holds a pooled session.
+      if (!matches) early?.withdraw();
       const result = matches ? await early.commit(msg.raw) : await upstream.send(msg.from, msg.to, msg.raw);
       const record = store.record({ ...audit, id: audit.id, ...outcome(result) });
       return result.status === 'delivered' ? { status: 'delivered', record } : { status: 'failed', temporary: result.temporary, code: result.code, response: result.response, record };
@@ -69,6 +71,10 @@ export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstr
 
 /** Audit fields for an upstream attempt. */
 export function outcome(result: DeliveryResult): { action: string; upstream: Record<string, unknown> } {
-  if (result.status === 'delivered') return { action: 'delivered', upstream: { status: 'delivered', response: result.response, rejected: result.rejected } };
+  if (result.status === 'delivered') {
+    // Some recipients refused while the others took it: the message cannot be unsent, so it is
+    // reported (and alerted by the caller) rather than answered as a failure.
+    return { action: result.rejected.length ? 'partially_delivered' : 'delivered', upstream: { status: 'delivered', response: result.response, accepted: result.accepted, rejected: result.rejected } };
+  }
   return { action: result.temporary ? 'tempfail' : 'upstream_rejected', upstream: { status: 'failed', temporary: result.temporary, code: result.code, response: result.response } };
 }

@@ -42,11 +42,21 @@ export class Quarantine {
       (m.ok && judgeRecipient(policy, entry.agent, m.value) ? allowed : dropped).push(address);
     }
     if (allowed.length === 0) return { ok: false, status: 409, error: `no recipient is allowed by the current policy (${dropped.join(', ')})` };
-    const result = await this.outbound.submit(
-      { id, agent: entry.agent, from: entry.envelope.from, to: allowed, raw: entry.raw },
-      { kind: 'message', channel: entry.channel, ref: id, agent: entry.agent, released_by: actor, envelope: { from: entry.envelope.from, to: allowed }, recipients: { kept: allowed, stripped: dropped }, policy_version: policy.version },
-    );
-    if (result.status === 'failed') return { ok: false, status: 502, error: `upstream: ${result.response}` };
+    if (!this.store.claimQuarantined(id)) return { ok: false, status: 409, error: 'already being released' };
+    let result;
+    try {
+      result = await this.outbound.submit(
+        { id, agent: entry.agent, from: entry.envelope.from, to: allowed, raw: entry.raw },
+        { kind: 'message', channel: entry.channel, ref: id, agent: entry.agent, released_by: actor, envelope: { from: entry.envelope.from, to: allowed }, recipients: { kept: allowed, stripped: dropped }, policy_version: policy.version },
+      );
+    } catch (e) {
+      this.store.unclaimQuarantined(id);
+      throw e;
+    }
+    if (result.status === 'failed') {
+      this.store.unclaimQuarantined(id);
+      return { ok: false, status: 502, error: `upstream: ${result.response}` };
+    }
     const record = this.store.unquarantine(id, { kind: 'admin', action: 'quarantine_released', ref: id, actor, delivery: result.status, delivered_to: allowed, dropped, delivery_audit_id: result.record.id });
     this.log('info', 'quarantine_released', { id, actor, delivery: result.status, recipients: allowed.length, dropped: dropped.length });
     return { ok: true, status: result.status, delivered_to: allowed, dropped, audit_id: record?.id ?? result.record.id };

@@ -7,7 +7,7 @@
 
 import type { AlertHub } from '../alerts/hub.js';
 import type { Logger } from '../core/log.js';
-import type { Upstream } from '../smtp/upstream.js';
+import type { Refusal, Upstream } from '../smtp/upstream.js';
 import type { QueuedMessage, Store } from '../store/store.js';
 import { outcome } from './outbound.js';
 
@@ -77,7 +77,8 @@ export class DeliveryQueue {
   }
 
   private run(msg: QueuedMessage): void {
-    const attempt = this.attempt(msg).finally(() => {
+    // A fault here (e.g. storage) must not become an unhandled rejection that ends the process.
+    const attempt = this.attempt(msg).catch((e: Error) => this.log('error', 'queue_attempt_failed', { id: msg.id, error: e.message })).finally(() => {
       this.inFlight.delete(msg.id);
       this.wake();
     });
@@ -105,8 +106,18 @@ export class DeliveryQueue {
     const result = await this.upstream.send(msg.from, msg.to, msg.raw);
     const base = { kind: 'message' as const, channel: 'queue', ref: msg.id, agent: msg.agent, attempts, envelope: { from: msg.from, to: msg.to } };
     if (result.status === 'delivered') {
-      this.store.finishQueued(msg.id, { ...base, ...outcome(result) });
-      this.log('info', 'queue_delivered', { id: msg.id, attempts });
+      const retry = result.rejected.filter((r) => r.code === null || r.code < 500);
+      const refused = result.rejected.filter((r) => r.code !== null && r.code >= 500);
+      if (refused.length) this.alertRefused(msg, refused);
+      if (retry.length === 0 || Date.now() - msg.created >= this.opts.maxAgeMs) {
+        this.store.finishQueued(msg.id, { ...base, ...outcome(result) });
+        this.log('info', 'queue_delivered', { id: msg.id, attempts, refused: result.rejected.length });
+        return;
+      }
+      // Delivered to some; the temporarily refused recipients stay queued, on their own.
+      const delay = this.backoff(attempts);
+      this.store.narrowQueued(msg.id, retry.map((r) => r.address), attempts, Date.now() + delay, retry[0]!.response, { ...base, ...outcome(result) });
+      this.scheduleAt(Date.now() + delay);
       return;
     }
     const age = Date.now() - msg.created;
@@ -126,9 +137,21 @@ export class DeliveryQueue {
       });
       return;
     }
-    const delay = Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (attempts - 1)) * (0.5 + Math.random() / 2);
+    const delay = this.backoff(attempts);
     this.store.retryQueued(msg.id, attempts, Date.now() + delay, result.response);
     this.scheduleAt(Date.now() + delay);
     this.log('warn', 'queue_retry', { id: msg.id, attempts, retry_in_ms: Math.round(delay), error: result.response });
+  }
+
+  private backoff(attempts: number): number {
+    return Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (attempts - 1)) * (0.5 + Math.random() / 2);
+  }
+
+  private alertRefused(msg: QueuedMessage, refused: Refusal[]): void {
+    this.alerts.raise({
+      kind: 'upstream_rejected', severity: 'high', agent: msg.agent, channel: 'smtp', event_id: msg.id,
+      summary: `upstream permanently refused ${refused.map((r) => r.address).join(', ')} for a queued message: ${refused[0]!.response}`,
+      details: { refused },
+    });
   }
 }

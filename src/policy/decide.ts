@@ -91,10 +91,14 @@ export function judgeRecipient(policy: Policy, agentId: string | null, m: Mailbo
   return findMatch(allowedRecipients(policy, agentOf(policy, agentId)), m);
 }
 
-/** For MAIL FROM and From/Sender headers. `null` mailbox = the null reverse-path `<>`. */
+/**
+ * For MAIL FROM and From/Sender headers. `null` mailbox = the null reverse-path `<>`. Without a
+ * `senders` list the sender must still be an address mail may go to: bounces (with the message)
+ * are sent to MAIL FROM, so an unknown sender is an unknown recipient by another name (S28).
+ */
 export function senderAllowed(policy: Policy, agentId: string | null, m: Mailbox | null): boolean {
   const patterns = agentOf(policy, agentId)?.senders ?? policy.senders;
-  if (patterns === null) return true;
+  if (patterns === null) return m === null || judgeRecipient(policy, agentId, m) !== undefined;
   return m !== null && patterns.some((p) => matchesMailbox(p, m));
 }
 

@@ -46,10 +46,15 @@ export class SmtpPool {
     return new Promise((resolve, reject) => {
       // Bounded wait: an agent is better told 451 than left hanging behind a stuck upstream.
       const timer = setTimeout(() => {
-        this.waiting.splice(this.waiting.indexOf(take), 1);
+        timedOut = true;
+        const i = this.waiting.indexOf(take);
+        if (i !== -1) this.waiting.splice(i, 1);
         reject(Object.assign(new Error('no upstream session became free in time'), { code: 'ETIMEDOUT' }));
       }, this.opts.waitMs);
+      let timedOut = false;
       const take = (x: Session | Error) => {
+        // A session handed to a waiter that gave up goes back to the pool instead of leaking.
+        if (timedOut) return x instanceof Error ? undefined : this.release(x, true);
         clearTimeout(timer);
         if (x instanceof Error) reject(x);
         else resolve(x);

@@ -50,6 +50,8 @@ interface Transaction {
   stripped: Mailbox[];
   /** Refused at RCPT because they do not parse. */
   invalid: { address: string; reason: string }[];
+  /** Every accepted recipient is allowed: only then may the upstream see the envelope early. */
+  allKnown: boolean;
   done: boolean;
 }
 
@@ -177,7 +179,7 @@ export class SmtpChannel {
     if (!senderAllowed(policy, agent, from)) {
       return this.refuseMail(session, agent, address.address, cb, smtpError(550, `5.7.1 Sender <${from?.address ?? ''}> is not allowed for ${agent ? `agent ${agent}` : 'this relay'}`));
     }
-    this.transactions.set(session.id, { from, fromText: from?.address ?? '', rcpts: [], stripped: [], invalid: [], done: false });
+    this.transactions.set(session.id, { from, fromText: from?.address ?? '', rcpts: [], stripped: [], invalid: [], allKnown: true, done: false });
     cb();
   }
 
@@ -198,7 +200,8 @@ export class SmtpChannel {
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const tx = this.transactions.get(session.id);
     if (!tx) return cb(smtpError(503, '5.5.1 MAIL FROM first'));
-    if (tx.rcpts.length >= MAX_RECIPIENTS) return cb(smtpError(452, `4.5.3 Too many recipients (at most ${MAX_RECIPIENTS} per message)`));
+    // Refused ones count too: a client must not make a transaction (and its audit record) unbounded.
+    if (tx.rcpts.length + tx.stripped.length + tx.invalid.length >= MAX_RECIPIENTS) return cb(smtpError(452, `4.5.3 Too many recipients (at most ${MAX_RECIPIENTS} per message)`));
     const parsed = parseMailbox(address.address);
     if (!parsed.ok) {
       tx.invalid.push({ address: sanitize(address.address), reason: parsed.error });
@@ -215,6 +218,7 @@ export class SmtpChannel {
       if (!tx.stripped.some((r) => r.address === parsed.value.address)) tx.stripped.push(parsed.value);
       return cb(smtpError(550, `5.7.1 Recipient <${parsed.value.address}> is not allowed by policy`));
     }
+    if (!known) tx.allKnown = false;
     if (!tx.rcpts.some((r) => r.address === parsed.value.address)) tx.rcpts.push(parsed.value);
     cb();
   }
@@ -235,7 +239,7 @@ export class SmtpChannel {
     const tx = this.transactions.get(session.id);
     // The upstream's envelope round trip overlaps the agent's DATA; withdrawn unless the decision
     // delivers to exactly these recipients.
-    const early = tx && tx.rcpts.length > 0 && this.ctx.policy().mode === 'enforce' ? this.ctx.outbound.begin(tx.fromText, tx.rcpts.map((r) => r.address)) : null;
+    const early = tx && tx.rcpts.length > 0 && tx.allKnown && this.ctx.policy().mode === 'enforce' ? this.ctx.outbound.begin(tx.fromText, tx.rcpts.map((r) => r.address)) : null;
     try {
       return await this.handleData(stream, session, tx, early);
     } catch (e) {
@@ -310,10 +314,18 @@ export class SmtpChannel {
 
     const result = await this.ctx.outbound.submit({ id, agent, from: tx.fromText, to: decision.keep, raw: out }, record, early);
     raise();
+    const refused = (result.record.upstream as { rejected?: { address: string; response: string }[] } | undefined)?.rejected ?? [];
+    if (refused.length > 0) {
+      this.ctx.alerts.raise({
+        kind: 'upstream_rejected', severity: 'high', agent, channel: 'smtp', event_id: id,
+        summary: `upstream refused ${refused.map((r) => r.address).join(', ')} while taking the message for the others: ${refused[0]!.response}`,
+        details: { refused },
+      });
+    }
     this.ctx.log(result.status === 'failed' ? 'warn' : 'info', `smtp_${result.record.action}`, { id, agent, recipients: decision.keep.length, stripped: decision.stripped.length });
     switch (result.status) {
       case 'delivered':
-        return `2.0.0 Delivered by postguard [${id}]`;
+        return refused.length ? `2.0.0 Delivered by postguard to ${decision.keep.length - refused.length} of ${decision.keep.length} recipients [${id}]` : `2.0.0 Delivered by postguard [${id}]`;
       case 'queued':
         return `2.0.0 Queued by postguard [${id}]`;
       case 'captured':
@@ -359,7 +371,8 @@ async function buildIntent(id: string, agent: string | null, tx: Transaction, ra
     senders: [{ mailbox: tx.from, field: 'mail-from' }, ...headers.senders],
     recipients: [...envelope, ...headers.recipients],
     subject: content.subject,
-    texts: content.texts,
+    // Every header too (a token in `X-Debug:` or a display name leaves as surely as one in the body).
+    texts: [...content.texts, { where: 'headers', text: split.fields.filter((f) => f.name !== 'subject').map((f) => f.raw).join('\n') }],
     attachments: content.attachments,
     problems: [...split.problems, ...headers.problems, ...content.problems],
     size: raw.length,

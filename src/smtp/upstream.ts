@@ -8,8 +8,15 @@ import { rootCertificates } from 'node:tls';
 import type { ResolveMap } from '../config.js';
 import { SmtpPool, type Session } from './pool.js';
 
+/** A recipient the upstream refused while taking the message for the others. */
+export interface Refusal {
+  address: string;
+  code: number | null;
+  response: string;
+}
+
 export type DeliveryResult =
-  | { status: 'delivered'; response: string; accepted: string[]; rejected: string[] }
+  | { status: 'delivered'; response: string; accepted: string[]; rejected: Refusal[] }
   | { status: 'failed'; temporary: boolean; code: number | null; response: string };
 
 export interface Upstream {
@@ -61,7 +68,8 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
       tls: { rejectUnauthorized: true, minVersion: 'TLSv1.2', ca: opts.extraCa ? [...rootCertificates, opts.extraCa] : undefined },
       connectionTimeout: 10_000,
       greetingTimeout: 10_000,
-      socketTimeout: 60_000,
+      // Long enough for a cut-through session to wait while the agent uploads a large message.
+      socketTimeout: 300_000,
       logger: false,
     },
   });
@@ -77,10 +85,14 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
         s = undefined;
         return { status: 'failed', temporary: true, code: null, response: 'withdrawn before sending' };
       }
-      const info = await new Promise<{ response?: string; accepted?: unknown[]; rejected?: unknown[] }>((resolve, reject) =>
+      const info = await new Promise<{ response?: string; accepted?: unknown[]; rejected?: unknown[]; rejectedErrors?: { recipient?: string; responseCode?: number; response?: string }[] }>((resolve, reject) =>
         held.conn.send({ from, to }, message, (err, result) => (err ? reject(err) : resolve(result as never))));
       pool.release(held, true);
-      return { status: 'delivered', response: oneLine(String(info.response ?? '')), accepted: (info.accepted ?? []).map(String), rejected: (info.rejected ?? []).map(String) };
+      const refusals = (info.rejected ?? []).map(String).map((address): Refusal => {
+        const e = info.rejectedErrors?.find((r) => r.recipient === address);
+        return { address, code: typeof e?.responseCode === 'number' ? e.responseCode : null, response: oneLine(e?.response ?? 'refused') };
+      });
+      return { status: 'delivered', response: oneLine(String(info.response ?? '')), accepted: (info.accepted ?? []).map(String), rejected: refusals };
     } catch (e) {
       if (s) pool.release(s, false);
       const err = e as { responseCode?: number; response?: string; message: string; code?: string };

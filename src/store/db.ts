@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
   reason TEXT NOT NULL,
   rule TEXT NOT NULL,
   envelope TEXT NOT NULL,
-  raw BLOB NOT NULL
+  raw BLOB NOT NULL,
+  state TEXT NOT NULL DEFAULT 'held'
 );
 `;
 
@@ -73,6 +74,9 @@ export function openDb(dataDir: string): Db {
   const db = new DatabaseSync(join(dataDir, 'postguard.db'));
   db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;');
   db.exec(SCHEMA);
+  // Data dirs from before the quarantine had a release claim.
+  const columns = db.prepare("SELECT name FROM pragma_table_info('quarantine')").all() as { name: string }[];
+  if (!columns.some((c) => c.name === 'state')) db.exec("ALTER TABLE quarantine ADD COLUMN state TEXT NOT NULL DEFAULT 'held'");
   return db;
 }
 

@@ -106,6 +106,14 @@ export class Store {
     return { messages: row.n, oldest: row.oldest };
   }
 
+  /** After a partial delivery: keep only the recipients still to try, and audit what happened. */
+  narrowQueued(id: string, to: string[], attempts: number, nextAttempt: number, error: string, input: AuditInput): AuditRecord {
+    return transaction(this.db, () => {
+      this.db.prepare('UPDATE queue SET rcpt_to = ?, attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?').run(JSON.stringify(to), attempts, nextAttempt, error, id);
+      return this.audit.append(input);
+    });
+  }
+
   retryQueued(id: string, attempts: number, nextAttempt: number, error: string): void {
     this.db.prepare('UPDATE queue SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?').run(attempts, nextAttempt, error, id);
   }
@@ -146,7 +154,20 @@ export class Store {
   }
 
   expiredQuarantine(now: Date): string[] {
-    return (this.db.prepare('SELECT id FROM quarantine WHERE expires <= ?').all(now.toISOString()) as { id: string }[]).map((r) => r.id);
+    return (this.db.prepare("SELECT id FROM quarantine WHERE expires <= ? AND state = 'held'").all(now.toISOString()) as { id: string }[]).map((r) => r.id);
+  }
+
+  /**
+   * Claim a held message for release, so two releases (API and CLI, or two clicks) cannot both
+   * deliver it. False if it is gone or already being released.
+   */
+  claimQuarantined(id: string): boolean {
+    return this.db.prepare("UPDATE quarantine SET state = 'releasing' WHERE id = ? AND state = 'held'").run(id).changes === 1;
+  }
+
+  /** Put a claimed message back (its delivery failed). */
+  unclaimQuarantined(id: string): void {
+    this.db.prepare("UPDATE quarantine SET state = 'held' WHERE id = ?").run(id);
   }
 
   quarantined(limit = 50): QuarantineEntry[] {

@@ -21,6 +21,8 @@ export interface Sink {
   messages: SinkMessage[];
   /** MAIL FROM commands seen, including transactions that never completed. */
   transactions: number;
+  /** Recipients the sink refuses at RCPT, with the reply code (e.g. 451, 550). */
+  refuseRcpt: Map<string, number>;
   /** Make the sink answer the final dot with this code (e.g. 451, 550); null = accept. */
   failWith: number | null;
   /** The sink's CA directory; pass it back (`caDir`) to restart a sink that the same relay trusts. */
@@ -35,7 +37,7 @@ export async function startSink(opts: { secure?: boolean; port?: number; names?:
   const caFile = join(dir, 'sink-ca.pem');
   writeFileSync(caFile, ca.certPem);
   const messages: SinkMessage[] = [];
-  const sink: Sink = { port: 0, caFile, messages, transactions: 0, failWith: null, caDir: dir, close: async () => {} };
+  const sink: Sink = { port: 0, caFile, messages, transactions: 0, refuseRcpt: new Map(), failWith: null, caDir: dir, close: async () => {} };
   const server = new SMTPServer({
     secure: opts.secure ?? false,
     key: leaf.keyPem,
@@ -47,6 +49,10 @@ export async function startSink(opts: { secure?: boolean; port?: number; names?:
     onMailFrom: (_a, _s, cb) => {
       sink.transactions++;
       cb();
+    },
+    onRcptTo: (a, _s, cb) => {
+      const code = sink.refuseRcpt.get(a.address);
+      cb(code ? Object.assign(new Error(`sink refuses <${a.address}>`), { responseCode: code }) : null);
     },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];

@@ -29,6 +29,7 @@ const FIELD_DEFAULTS: Record<RecipientField, { delivers: boolean; strippable: bo
   'resent-bcc': { delivers: false, strippable: true, source: 'Resent-Bcc header' },
   'x-smtpapi': { delivers: true, strippable: false, source: 'X-SMTPAPI to[0]' },
   'reply-to': { delivers: false, strippable: false, source: 'Reply-To header' },
+  notify: { delivers: false, strippable: false, source: 'Disposition-Notification-To header' },
   api: { delivers: true, strippable: true, source: 'bcc[0]' },
 };
 
@@ -689,7 +690,9 @@ agents:
 `);
   const OPEN = policy('version: 1\nrecipients: [example.com]\n');
   const rows: [Policy, string | null, string | null, boolean][] = [
-    [OPEN, null, 'anyone@anywhere.net', true],
+    // Without a senders list the sender must be a place mail may go: bounces carry the message there.
+    [OPEN, null, 'anyone@anywhere.net', false],
+    [OPEN, null, 'agent@example.com', true],
     [OPEN, null, null, true],
     [P, null, 'a@example.com', true],
     [P, null, 'a@mail.example.com', true],

@@ -65,6 +65,7 @@ function agentOfSession(session: SMTPServerSession): string | null {
 }
 
 const MAX_RECIPIENTS = 1000;
+const MAX_CLIENTS = 256;
 
 function smtpError(code: number, message: string): Error {
   // A reply, not a fault: no stack trace to capture (a refused BCC is the common case).
@@ -131,6 +132,8 @@ export class SmtpChannel {
       name: this.ctx.hostname,
       banner: 'postguard ESMTP',
       size: this.ctx.maxSize,
+      // Each session may buffer a whole message (up to SIZE): bound how many there can be.
+      maxClients: MAX_CLIENTS,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true, // enforced per policy in onMailFrom, so a hot reload that adds agents applies at once
       allowInsecureAuth: this.ctx.allowInsecureAuth,

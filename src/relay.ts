@@ -2,6 +2,7 @@
 // Side effects live here and in the channels; the policy decision stays pure.
 
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -21,7 +22,8 @@ import { createUpstream, type Upstream } from './smtp/upstream.js';
 import { Store } from './store/store.js';
 import { loadOrCreateCa } from './tls/ca.js';
 
-export const VERSION = '0.1.0';
+/** package.json's version: one place to bump it. */
+export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 export interface Relay {
   addresses: { smtp: AddressInfo | null; smtps: AddressInfo | null; admin: AddressInfo | null };

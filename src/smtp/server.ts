@@ -66,6 +66,8 @@ function agentOfSession(session: SMTPServerSession): string | null {
 
 const MAX_RECIPIENTS = 1000;
 const MAX_CLIENTS = 256;
+const AUTH_MAX_FAILURES = 20;
+const AUTH_WINDOW_MS = 60_000;
 
 function smtpError(code: number, message: string): Error {
   // A reply, not a fault: no stack trace to capture (a refused BCC is the common case).
@@ -78,6 +80,8 @@ function smtpError(code: number, message: string): Error {
 
 export class SmtpChannel {
   private readonly transactions = new Map<string, Transaction>();
+  /** Recent failed AUTH attempts per client address. */
+  private readonly authFailures = new Map<string, number[]>();
   private readonly servers: SMTPServer[] = [];
   private inFlight = 0;
 
@@ -159,9 +163,15 @@ export class SmtpChannel {
   }
 
   private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user: string }) => void): void {
+    // Password guessing: a client with too many recent failures is told to wait, without a check.
+    const now = Date.now();
+    const failures = (this.authFailures.get(session.remoteAddress) ?? []).filter((t) => t > now - AUTH_WINDOW_MS);
+    if (failures.length >= AUTH_MAX_FAILURES) return cb(smtpError(454, '4.7.0 Too many failed authentications, try again later'));
     const agent = auth.username ? this.ctx.policy().agents.get(auth.username) : undefined;
     const fail = () => {
       this.ctx.log('warn', 'smtp_auth_failed', { session: session.id, client: session.remoteAddress, user: auth.username?.slice(0, 64) });
+      if (this.authFailures.size > 10_000) this.authFailures.clear(); // bounded, whatever the number of clients
+      this.authFailures.set(session.remoteAddress, [...failures, now]);
       cb(smtpError(535, '5.7.8 Authentication credentials invalid'));
     };
     if (!agent?.passwordHash) return fail();

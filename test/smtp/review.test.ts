@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, adminGet, closeRelayAndSink, startRelayAndSink, startTestRelay, transport, upstreamEnv, waitFor, type TestRelay } from '../helpers/relay.js';
 import { startSink, type Sink } from '../helpers/sink.js';
+import { hashPassword } from '../../src/policy/password.js';
 
 const POLICY = (extra = '') => `version: 1
 recipients: [company.com]
@@ -102,6 +103,22 @@ describe('review findings (queue mode and quarantine)', () => {
       expect(sink.messages[0]!.to).toEqual(['colleague@company.com']);
     } finally {
       await closeRelayAndSink(r, sink);
+    }
+  });
+});
+
+describe('password guessing', () => {
+  it('after 20 failed AUTHs in a minute a client gets 454 without a password check, even with the right password', async () => {
+    const r = await startTestRelay({ policy: `version: 1\nrecipients: [company.com]\nagents:\n  bot:\n    password_hash: "${hashPassword('right')}"\n` });
+    try {
+      const attempt = (pass: string) =>
+        transport(r, { auth: { user: 'bot', pass } }).sendMail({ from: 'bot@company.com', to: 'colleague@company.com', text: 'x' }).then((i) => Number(i.response.slice(0, 3)), (e) => code(e));
+      const guesses = [];
+      for (let i = 0; i < 20; i++) guesses.push(await attempt(`guess-${i}`));
+      expect(guesses).toEqual(Array(20).fill(535));
+      expect(await attempt('right')).toBe(454);
+    } finally {
+      await r.close();
     }
   });
 });

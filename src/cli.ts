@@ -157,7 +157,7 @@ async function quarantineCmd(sub: string, id: string | undefined): Promise<numbe
   }
   const store = Store.open(cfg.dataDir);
   const upstream = sub === 'release' && cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve, maxConnections: 1 }) : null;
-  const outbound = createOutbound(upstream ? cfg.delivery : 'capture', store, upstream, { offer() {} });
+  const outbound = createOutbound(cfg.delivery, store, upstream, { offer() {} });
   const q = new Quarantine(store, outbound, () => loaded.policy, silentLogger);
   const actor = `cli:${userInfo().username}`;
   try {

@@ -69,7 +69,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
 
   const upstream: Upstream | null = cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve, maxConnections: cfg.queue.concurrency }) : null;
   const queue = upstream && cfg.delivery === 'queue' ? new DeliveryQueue(store, upstream, alerts, log, { concurrency: cfg.queue.concurrency, baseDelayMs: cfg.queue.retryBaseMs, maxDelayMs: cfg.queue.retryMaxMs, maxAgeMs: cfg.queue.maxAgeMs }) : null;
-  const outbound = createOutbound(upstream ? cfg.delivery : 'capture', store, upstream, queue);
+  const outbound = createOutbound(cfg.delivery, store, upstream, queue);
   const quarantine = new Quarantine(store, outbound, () => policy.current, log);
   const names = [cfg.hostname, 'localhost', '127.0.0.1', '::1', ...[cfg.smtpListen, cfg.smtpsListen].flatMap((l) => (l ? [l.host] : []))];
   const leaf = ca.leafFor([...new Set(names.filter((n) => n !== '0.0.0.0' && n !== '::'))]);

@@ -30,9 +30,12 @@ export interface Outbound {
   submit(msg: OutboundMessage, audit: AuditBase, early?: Transmission | null): Promise<SubmitResult>;
 }
 
-/** `queue` is whatever delivers queued mail: the relay's worker, or nothing for a CLI (the relay's worker polls). */
-export function createOutbound(mode: DeliveryMode, store: Store, upstream: Upstream | null, queue: Pick<DeliveryQueue, 'offer'> | null): Outbound {
-  if (mode === 'capture' || !upstream) {
+/**
+ * `mode` is the configured delivery; without an upstream it is capture whatever the config says.
+ * `queue` is whatever delivers queued mail: the relay's worker, or nothing for a CLI (the relay's worker polls).
+ */
+export function createOutbound(mode: Exclude<DeliveryMode, 'capture'>, store: Store, upstream: Upstream | null, queue: Pick<DeliveryQueue, 'offer'> | null): Outbound {
+  if (!upstream) {
     return {
       mode: 'capture',
       begin: () => null,

@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import type { SendMailOptions } from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../helpers/raw-smtp.js';
-import { adminGet, alerts, closeRelayAndSink, freePort, idOf, send, startRelayAndSink, transport, waitFor, withRelay, type Failure, type Info, type TestRelay } from '../helpers/relay.js';
+import { adminGet, alerts, companyPolicy, closeRelayAndSink, freePort, idOf, send, startRelayAndSink, transport, waitFor, withRelay, type Failure, type Info, type TestRelay } from '../helpers/relay.js';
 import type { Sink } from '../helpers/sink.js';
 
 const ATTACKER = 'phan@giftshop.club';
@@ -78,18 +78,8 @@ function hookPerTest(): (answer?: (n: number) => number | 'hang') => Promise<Hoo
   return async (answer) => (hook = await startHook(answer));
 }
 
-const basePolicy = (o: { webhook?: string; priority?: string; mode?: string; unknown?: string } = {}) => `version: 1
-mode: ${o.mode ?? 'enforce'}
-recipients:
-  domains: [company.com]
-unknown_recipients: ${o.unknown ?? 'strip'}
-secrets:
-  - detectors: all
-    action: block
-attachments:
-  - extensions: [kdbx]
-    action: quarantine
-${o.webhook || o.priority ? `alerts:\n${o.webhook ? `  webhook: ${o.webhook}\n` : ''}${o.priority ? `  priority: ${o.priority}\n` : ''}` : ''}`;
+const basePolicy = (o: { webhook?: string; priority?: string; mode?: string; unknown?: string } = {}) =>
+  companyPolicy({ ...o, extra: o.webhook || o.priority ? `alerts:\n${o.webhook ? `  webhook: ${o.webhook}\n` : ''}${o.priority ? `  priority: ${o.priority}\n` : ''}` : '' });
 
 // ---------------------------------------------------------------------------------------------
 

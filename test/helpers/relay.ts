@@ -160,3 +160,19 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** The policy many SMTP tests share: company.com allowed, every secret blocked, .kdbx quarantined. */
+export function companyPolicy(o: { mode?: string; unknown?: string; extra?: string } = {}): string {
+  return `version: 1
+mode: ${o.mode ?? 'enforce'}
+recipients:
+  domains: [company.com]
+unknown_recipients: ${o.unknown ?? 'strip'}
+secrets:
+  - detectors: all
+    action: block
+attachments:
+  - extensions: [kdbx]
+    action: quarantine
+${o.extra ?? ''}`;
+}

@@ -3,24 +3,13 @@
 
 import { writeFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { adminGet, alertFor, closeRelayAndSink, idOf, startRelayAndSink, transport, type TestRelay } from '../helpers/relay.js';
+import { adminGet, alertFor, companyPolicy, closeRelayAndSink, idOf, startRelayAndSink, transport, type TestRelay } from '../helpers/relay.js';
 import type { Sink } from '../helpers/sink.js';
 
 const ATTACKER = 'phan@giftshop.club';
 const AWS = ['AKIA', 'IOSFODNN7', 'EXAMPLE'].join('');
 
-const policy = (unknown: string, mode = 'monitor') => `version: 1
-mode: ${mode}
-recipients:
-  domains: [company.com]
-unknown_recipients: ${unknown}
-secrets:
-  - detectors: all
-    action: block
-attachments:
-  - extensions: [kdbx]
-    action: quarantine
-`;
+const policy = (unknown: string, mode = 'monitor') => companyPolicy({ unknown, mode });
 
 describe('monitor mode', () => {
   let sink: Sink;

@@ -21,6 +21,10 @@ export interface Config {
   smtpListen: Listen | null;
   smtpsListen: Listen | null;
   adminListen: Listen | null;
+  /** HTTP/HTTPS forward proxy (CONNECT). */
+  proxyListen: Listen | null;
+  /** TLS listener routing by SNI, for agents that ignore proxy settings. */
+  transparentListen: Listen | null;
   adminToken: string | null;
   upstreamSmtp: string | null;
   upstreamCa: string | null;
@@ -64,6 +68,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     smtpListen: listen('POSTGUARD_SMTP_LISTEN', env.POSTGUARD_SMTP_LISTEN, '127.0.0.1:2525'),
     smtpsListen: listen('POSTGUARD_SMTPS_LISTEN', env.POSTGUARD_SMTPS_LISTEN, '127.0.0.1:2465'),
     adminListen: listen('POSTGUARD_ADMIN_LISTEN', env.POSTGUARD_ADMIN_LISTEN, '127.0.0.1:8025'),
+    proxyListen: listen('POSTGUARD_PROXY_LISTEN', env.POSTGUARD_PROXY_LISTEN, '127.0.0.1:3128'),
+    transparentListen: listen('POSTGUARD_TRANSPARENT_LISTEN', env.POSTGUARD_TRANSPARENT_LISTEN, 'off'),
     adminToken: env.POSTGUARD_ADMIN_TOKEN || null,
     upstreamSmtp: upstream,
     upstreamCa,

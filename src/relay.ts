@@ -17,6 +17,8 @@ import type { Logger } from './core/log.js';
 import { loadPolicyFile } from './policy/load.js';
 import { formatPolicyError } from './policy/types.js';
 import { PolicyHolder } from './policy/watch.js';
+import { HttpChannel } from './http/proxy.js';
+import { HttpUpstream } from './http/upstream.js';
 import { SmtpChannel } from './smtp/server.js';
 import { createUpstream, type Upstream } from './smtp/upstream.js';
 import { Store } from './store/store.js';
@@ -26,7 +28,7 @@ import { loadOrCreateCa } from './tls/ca.js';
 export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 export interface Relay {
-  addresses: { smtp: AddressInfo | null; smtps: AddressInfo | null; admin: AddressInfo | null };
+  addresses: { smtp: AddressInfo | null; smtps: AddressInfo | null; proxy: AddressInfo | null; transparent: AddressInfo | null; admin: AddressInfo | null };
   policy: PolicyHolder;
   store: Store;
   alerts: AlertHub;
@@ -42,7 +44,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   if (!loaded.ok) throw new StartupError(`policy has errors:\n${loaded.errors.map(formatPolicyError).join('\n')}`);
   const policy0 = loaded.policy;
 
-  const exposed = [cfg.smtpListen, cfg.smtpsListen, cfg.adminListen].filter((l) => l && !isLoopback(l.host));
+  const exposed = [cfg.smtpListen, cfg.smtpsListen, cfg.proxyListen, cfg.transparentListen, cfg.adminListen].filter((l) => l && !isLoopback(l.host));
   if (exposed.length > 0 && !cfg.allowOpen) {
     if (!cfg.adminToken) throw new StartupError('refusing to listen on a non-loopback address without POSTGUARD_ADMIN_TOKEN set (or POSTGUARD_ALLOW_OPEN=1 to allow it explicitly)');
     if (policy0.agents.size === 0) throw new StartupError('refusing to listen on a non-loopback address with a policy that defines no agent credentials: anyone who can connect could send (set POSTGUARD_ALLOW_OPEN=1 to allow it explicitly)');
@@ -73,12 +75,14 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   const quarantine = new Quarantine(store, outbound, () => policy.current, log);
   const names = [cfg.hostname, 'localhost', '127.0.0.1', '::1', ...[cfg.smtpListen, cfg.smtpsListen].flatMap((l) => (l ? [l.host] : []))];
   const leaf = ca.leafFor([...new Set(names.filter((n) => n !== '0.0.0.0' && n !== '::'))]);
+  // One history for every channel: an agent's limits count its SMTP and API mail together.
+  const history = new AgentHistory();
   const smtp = new SmtpChannel({
     policy: () => policy.current,
     store,
     outbound,
     alerts,
-    history: new AgentHistory(),
+    history,
     tls: { key: leaf.keyPem, cert: leaf.certPem },
     log,
     hostname: cfg.hostname,
@@ -86,7 +90,18 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
     allowInsecureAuth: [cfg.smtpListen].every((l) => !l || isLoopback(l.host)),
   });
 
-  const addresses: Relay['addresses'] = { smtp: null, smtps: null, admin: null };
+  const http = new HttpChannel({
+    policy: () => policy.current,
+    store,
+    alerts,
+    history,
+    upstream: new HttpUpstream({ resolve: cfg.resolve, extraCa: cfg.upstreamCa }),
+    ca,
+    log,
+  });
+  quarantine.releaseWith('http', (entry, actor) => http.inspector.release(entry, policy.current, actor));
+
+  const addresses: Relay['addresses'] = { smtp: null, smtps: null, proxy: null, transparent: null, admin: null };
   const admin = new AdminServer({
     token: adminToken,
     onMonitorEvent: (report) => {
@@ -120,6 +135,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   });
 
   Object.assign(addresses, await smtp.listen(cfg.smtpListen, cfg.smtpsListen));
+  Object.assign(addresses, await http.listen(cfg.proxyListen, cfg.transparentListen));
   addresses.admin = cfg.adminListen ? await admin.listen(cfg.adminListen) : null;
   policy.watch();
   queue?.start();
@@ -149,6 +165,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
       policy.close();
       clearInterval(expiry);
       await smtp.close();
+      await http.close();
       await admin.close();
       await queue?.close();
       alerts.close();

@@ -167,3 +167,13 @@ function stripAngleAndName(input: string): string {
 function truncate(s: string): string {
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
+
+/**
+ * A mailbox as header or API text, for rewritten lists: `"Name" <local@domain>`. `encode` makes a
+ * non-ASCII name an RFC 2047 encoded-word (MIME headers); JSON and form fields carry UTF-8 as is.
+ */
+export function formatMailbox(m: Mailbox, encode: (name: string) => string = (n) => n): string {
+  if (!m.name) return m.address;
+  const name = /^[\x20-\x7e]*$/.test(m.name) ? `"${m.name.replace(/["\\]/g, '\\$&')}"` : encode(m.name);
+  return `${name} <${m.address}>`;
+}

@@ -76,33 +76,44 @@ export interface HeaderFacts {
 
 /** Every recipient and sender named in the header block, each instance of each field (S16–S20). */
 export function headerFacts(fields: HeaderField[], role: HeaderRole): HeaderFacts {
-  const recipients: Recipient[] = [];
-  const senders: Sender[] = [];
-  const problems: Problem[] = [];
-  for (const f of fields) {
-    const field = RECIPIENT_HEADERS[f.name];
-    if (field) {
-      const list = parseAddressList(f.value);
-      if (!list.ok) {
-        problems.push({ code: 'address.invalid', detail: `${f.name}: ${list.error}` });
-        continue;
-      }
-      const indirect = field === 'reply-to' || field === 'notify';
-      const delivers = role === 'delivery' && !indirect;
-      for (const mailbox of list.value) {
-        // Reply-To and receipt headers cannot be stripped without altering what the agent wrote;
-        // decide() blocks the message if they name an unknown address.
-        recipients.push({ mailbox, field, source: `${f.name} header`, delivers, strippable: !indirect });
-      }
-    } else if (f.name === 'from' || f.name === 'sender') {
-      const list = parseAddressList(f.value);
-      if (!list.ok) problems.push({ code: 'address.invalid', detail: `${f.name}: ${list.error}` });
-      else for (const mailbox of list.value) senders.push({ mailbox, field: f.name });
-    } else if (f.name === 'x-smtpapi') {
-      smtpApiRecipients(f.value, recipients, problems);
+  const out: HeaderFacts = { recipients: [], senders: [], problems: [] };
+  for (const f of fields) headerFieldFacts(f.name, f.value, role, `${f.name} header`, out);
+  return out;
+}
+
+/**
+ * One header, wherever it was carried: a MIME header block, or a provider API's `Headers` field.
+ * Returns false when the header names no recipient or sender.
+ */
+export function headerFieldFacts(name: string, value: string, role: HeaderRole, source: string, out: HeaderFacts): boolean {
+  const lower = name.toLowerCase();
+  const field = RECIPIENT_HEADERS[lower];
+  if (field) {
+    const list = parseAddressList(value);
+    if (!list.ok) {
+      out.problems.push({ code: 'address.invalid', detail: `${lower}: ${list.error}` });
+      return true;
     }
+    const indirect = field === 'reply-to' || field === 'notify';
+    const delivers = role === 'delivery' && !indirect;
+    for (const mailbox of list.value) {
+      // Reply-To and receipt headers cannot be stripped without altering what the agent wrote;
+      // decide() blocks the message if they name an unknown address.
+      out.recipients.push({ mailbox, field, source, delivers, strippable: !indirect });
+    }
+    return true;
   }
-  return { recipients, senders, problems };
+  if (lower === 'from' || lower === 'sender') {
+    const list = parseAddressList(value);
+    if (!list.ok) out.problems.push({ code: 'address.invalid', detail: `${lower}: ${list.error}` });
+    else for (const mailbox of list.value) out.senders.push({ mailbox, field: lower });
+    return true;
+  }
+  if (lower === 'x-smtpapi') {
+    smtpApiRecipients(value, out.recipients, out.problems);
+    return true;
+  }
+  return false;
 }
 
 /** SendGrid's X-SMTPAPI `{"to": [...]}` makes its SMTP service deliver to more addresses (S21). */
@@ -184,13 +195,15 @@ async function parseMime(raw: Buffer): Promise<ContentFacts> {
   if (mail.text) texts.push({ where: 'text', text: mail.text });
   if (typeof mail.html === 'string' && mail.html) texts.push({ where: 'html', text: mail.html });
   const attachments: Attachment[] = [];
-  for (const a of mail.attachments) {
-    const filename = a.filename ?? '';
-    attachments.push({ filename, contentType: a.contentType, size: a.size });
-    const ext = /\.([^.]+)$/.exec(filename.toLowerCase())?.[1] ?? '';
-    if (TEXT_TYPES.test(a.contentType) || TEXT_EXTENSIONS.has(ext)) {
-      texts.push({ where: `attachment ${filename || '(unnamed)'}`, text: a.content.subarray(0, MAX_SCAN_CHARS).toString('utf8') });
-    }
-  }
+  for (const a of mail.attachments) addAttachment(a.filename ?? '', a.contentType, a.content, attachments, texts);
   return { subject, texts, attachments, problems: [] };
+}
+
+/** An attachment for the rules; its text for the detectors too when it is text-like. */
+export function addAttachment(filename: string, contentType: string, content: Buffer, attachments: Attachment[], texts: TextPart[]): void {
+  attachments.push({ filename, contentType, size: content.length });
+  const ext = /\.([^.]+)$/.exec(filename.toLowerCase())?.[1] ?? '';
+  if (TEXT_TYPES.test(contentType) || TEXT_EXTENSIONS.has(ext)) {
+    texts.push({ where: `attachment ${filename || '(unnamed)'}`, text: content.subarray(0, MAX_SCAN_CHARS).toString('utf8') });
+  }
 }

@@ -7,20 +7,34 @@ import { parseMailbox } from '../core/address.js';
 import type { Logger } from '../core/log.js';
 import { judgeRecipient } from '../policy/decide.js';
 import type { Policy } from '../policy/types.js';
-import type { Store } from '../store/store.js';
+import type { QuarantineEntry, Store } from '../store/store.js';
 import type { Outbound } from './outbound.js';
 
 export type ReleaseResult =
   | { ok: true; status: 'delivered' | 'queued' | 'captured'; delivered_to: string[]; dropped: string[]; audit_id: string }
   | { ok: false; status: number; error: string };
 
+/** How a channel sends a held message on: what was delivered, or why not (the message then stays held). */
+export type Releaser = (entry: QuarantineEntry & { raw: Buffer }, actor: string) => Promise<
+  { ok: true; status: 'delivered' | 'queued' | 'captured'; delivered_to: string[]; dropped: string[]; delivery_audit_id: string } | { ok: false; status: number; error: string }
+>;
+
 export class Quarantine {
+  private readonly releasers = new Map<string, Releaser>();
+
   constructor(
     private readonly store: Store,
     private readonly outbound: Outbound,
     private readonly policy: () => Policy,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.releasers.set('smtp', (entry, actor) => this.releaseSmtp(entry, actor));
+  }
+
+  /** The HTTP channel replays held requests its own way. */
+  releaseWith(channel: string, releaser: Releaser): void {
+    this.releasers.set(channel, releaser);
+  }
 
   list(limit?: number) {
     return this.store.quarantined(limit);
@@ -33,7 +47,31 @@ export class Quarantine {
   async release(id: string, actor: string): Promise<ReleaseResult> {
     const entry = this.store.quarantineEntry(id);
     if (!entry) return { ok: false, status: 404, error: 'no such quarantined message' };
-    if (entry.channel !== 'smtp') return { ok: false, status: 409, error: `releasing ${entry.channel} requests is not supported yet` };
+    const releaser = this.releasers.get(entry.channel);
+    if (!releaser) return { ok: false, status: 409, error: `releasing ${entry.channel} messages is not supported` };
+    if (!this.store.claimQuarantined(id)) return { ok: false, status: 409, error: 'already being released' };
+    let result;
+    try {
+      result = await releaser(entry, actor);
+    } catch (e) {
+      this.store.unclaimQuarantined(id);
+      throw e;
+    }
+    if (!result.ok) {
+      this.store.unclaimQuarantined(id);
+      return result;
+    }
+    const { delivered_to, dropped } = result;
+    const record = this.store.unquarantine(id, { kind: 'admin', action: 'quarantine_released', ref: id, actor, delivery: result.status, delivered_to, dropped, delivery_audit_id: result.delivery_audit_id });
+    this.log('info', 'quarantine_released', { id, actor, channel: entry.channel, delivery: result.status, recipients: delivered_to.length, dropped: dropped.length });
+    return { ok: true, status: result.status, delivered_to, dropped, audit_id: record?.id ?? result.delivery_audit_id };
+  }
+
+  /**
+   * SMTP: recipients the policy in force now does not allow are dropped (a human approves the
+   * content, not recipients the policy does not allow); the rest go through the same Outbound as live mail.
+   */
+  private async releaseSmtp(entry: QuarantineEntry & { raw: Buffer }, actor: string): ReturnType<Releaser> {
     const policy = this.policy();
     const allowed: string[] = [];
     const dropped: string[] = [];
@@ -42,24 +80,12 @@ export class Quarantine {
       (m.ok && judgeRecipient(policy, entry.agent, m.value) ? allowed : dropped).push(address);
     }
     if (allowed.length === 0) return { ok: false, status: 409, error: `no recipient is allowed by the current policy (${dropped.join(', ')})` };
-    if (!this.store.claimQuarantined(id)) return { ok: false, status: 409, error: 'already being released' };
-    let result;
-    try {
-      result = await this.outbound.submit(
-        { id, agent: entry.agent, from: entry.envelope.from, to: allowed, raw: entry.raw },
-        { kind: 'message', channel: entry.channel, ref: id, agent: entry.agent, released_by: actor, envelope: { from: entry.envelope.from, to: allowed }, recipients: { kept: allowed, stripped: dropped }, policy_version: policy.version },
-      );
-    } catch (e) {
-      this.store.unclaimQuarantined(id);
-      throw e;
-    }
-    if (result.status === 'failed') {
-      this.store.unclaimQuarantined(id);
-      return { ok: false, status: 502, error: `upstream: ${result.response}` };
-    }
-    const record = this.store.unquarantine(id, { kind: 'admin', action: 'quarantine_released', ref: id, actor, delivery: result.status, delivered_to: allowed, dropped, delivery_audit_id: result.record.id });
-    this.log('info', 'quarantine_released', { id, actor, delivery: result.status, recipients: allowed.length, dropped: dropped.length });
-    return { ok: true, status: result.status, delivered_to: allowed, dropped, audit_id: record?.id ?? result.record.id };
+    const result = await this.outbound.submit(
+      { id: entry.id, agent: entry.agent, from: entry.envelope.from, to: allowed, raw: entry.raw },
+      { kind: 'message', channel: entry.channel, ref: entry.id, agent: entry.agent, released_by: actor, envelope: { from: entry.envelope.from, to: allowed }, recipients: { kept: allowed, stripped: dropped }, policy_version: policy.version },
+    );
+    if (result.status === 'failed') return { ok: false, status: 502, error: `upstream: ${result.response}` };
+    return { ok: true, status: result.status, delivered_to: allowed, dropped, delivery_audit_id: result.record.id };
   }
 
   delete(id: string, actor: string): boolean {

@@ -29,6 +29,12 @@ export const REASONS = {
   input: 'input could not be parsed safely',
   rate: 'message rate limit for this agent reached',
   bulk: 'too many unknown recipient domains for this agent',
+  unknownField: 'request field the relay does not know',
+  unseenDraft: 'sends a stored draft the relay never inspected',
+  // Refusals the HTTP channel makes before there is an intent to decide on:
+  endpoint: 'write to an endpoint the relay does not know',
+  differential: 'body can be read two ways (parser differential)',
+  egress: 'host not on the HTTP egress allowlist',
 } as const;
 export type Reason = (typeof REASONS)[keyof typeof REASONS];
 
@@ -70,7 +76,7 @@ export interface Decision {
   alert: boolean;
 }
 
-const SEVERITY: Record<Action, number> = { deliver: 0, tempfail: 1, quarantine: 2, block: 3 };
+export const SEVERITY: Record<Action, number> = { deliver: 0, tempfail: 1, quarantine: 2, block: 3 };
 
 export function agentOf(policy: Policy, agentId: string | null): AgentPolicy | null {
   return agentId === null ? null : (policy.agents.get(agentId) ?? null);
@@ -114,7 +120,7 @@ export function decide(intent: MailIntent, policy: Policy, history: HistorySnaps
 
   const agent = agentOf(policy, intent.agent);
   if (policy.agents.size > 0 && !agent) escalate('block', 'agents', REASONS.agent);
-  if (intent.problems.length > 0) escalate('block', 'input', REASONS.input);
+  if (intent.problems.length > 0) escalate('block', 'input', problemReason(intent.problems));
   for (const s of intent.senders) {
     if (!senderAllowed(policy, intent.agent, s.mailbox)) escalate('block', agent?.senders ? `agents.${agent.id}.senders` : 'senders', REASONS.sender);
   }
@@ -189,6 +195,12 @@ export function decide(intent: MailIntent, policy: Policy, history: HistorySnaps
     limits: tripped,
     alert: changes || hits.length > 0 || tripped.length > 0,
   };
+}
+
+function problemReason(problems: MailIntent['problems']): Reason {
+  if (problems.some((p) => p.code === 'request.unseen_draft')) return REASONS.unseenDraft;
+  if (problems.some((p) => p.code === 'request.unknown_field')) return REASONS.unknownField;
+  return REASONS.input;
 }
 
 function contentHits(intent: MailIntent, policy: Policy): ContentHit[] {

@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import { decisionAlert } from '../alerts/decision.js';
 import type { AlertHub } from '../alerts/hub.js';
+import { watchForSilentBcc } from '../alerts/silent-bcc.js';
 import type { Listen } from '../config.js';
 import { parseMailbox, type Mailbox } from '../core/address.js';
 import type { MailIntent, Recipient } from '../core/intent.js';
@@ -17,6 +18,7 @@ import { contentFacts, headerFacts, splitHeader } from '../core/message.js';
 import type { Outbound } from '../delivery/outbound.js';
 import { agentOf, decide, judgeRecipient, senderAllowed, unknownActionFor, unknownDomainsOf, type Decision } from '../policy/decide.js';
 import type { AgentHistory } from '../policy/history.js';
+import { decisionFields } from '../policy/record.js';
 import { verifyPassword } from '../policy/password.js';
 import type { Policy } from '../policy/types.js';
 import { newEventId, type AuditInput } from '../store/audit.js';
@@ -289,10 +291,10 @@ export class SmtpChannel {
     const historyKey = agent ?? `client:${session.remoteAddress}`;
     const now = Date.now();
     const decision = decide(intent, policy, this.ctx.history.snapshot(historyKey, policy.limits, now));
-    const record = { ...base, size: raw.length, ...decisionFields(decision, tx, intent) };
+    const record = { ...base, size: raw.length, ...decisionFields(decision, intent, tx.invalid) };
     const accepted = decision.action === 'deliver' || decision.action === 'quarantine';
     this.ctx.history.record(historyKey, policy.limits, now, { accepted, unknownDomains: unknownDomainsOf(decision.recipients) });
-    this.watchForSilentBcc(historyKey, policy, intent, id, agent);
+    watchForSilentBcc(this.ctx.history, this.ctx.alerts, historyKey, policy, intent, id);
     const alert = decisionAlert(decision, policy, { agent, channel: 'smtp', eventId: id });
     const raise = () => alert && this.ctx.alerts.raise(alert);
 
@@ -348,25 +350,6 @@ export class SmtpChannel {
         throw smtpError(554, `5.0.0 Upstream refused the message: ${result.code} [${id}]`);
     }
   }
-
-  /** The constant-extra-recipient detector: alert-only, in every mode, whether the address is allowed or not. */
-  private watchForSilentBcc(key: string, policy: Policy, intent: MailIntent, id: string, agent: string | null): void {
-    const requested = intent.recipients.filter((r) => r.field === 'envelope');
-    const shownTo = new Set(intent.recipients.filter((r) => r.field === 'to').map((r) => r.mailbox.address));
-    const primaries = requested.filter((r) => shownTo.has(r.mailbox.address)).map((r) => r.mailbox);
-    const extras = requested.filter((r) => !shownTo.has(r.mailbox.address)).map((r) => r.mailbox);
-    for (const a of this.ctx.history.observe(key, policy.limits, primaries, extras)) {
-      this.ctx.alerts.raise({
-        kind: 'constant_extra_recipient',
-        severity: 'high',
-        agent,
-        channel: 'smtp',
-        event_id: id,
-        summary: `${a.address} rides along as an extra recipient on ${a.count} of the last ${a.window} messages from ${agent ? `agent ${agent}` : key}, with ${a.distinctPrimaries} different To recipients: the silent-BCC signature`,
-        details: { ...a },
-      });
-    }
-  }
 }
 
 async function buildIntent(id: string, agent: string | null, tx: Transaction, raw: Buffer, split: ReturnType<typeof splitHeader>): Promise<MailIntent> {
@@ -389,28 +372,6 @@ async function buildIntent(id: string, agent: string | null, tx: Transaction, ra
     attachments: content.attachments,
     problems: [...split.problems, ...headers.problems, ...content.problems],
     size: raw.length,
-  };
-}
-
-/** The decision as audit fields; findings are already masked by the detectors. */
-function decisionFields(d: Decision, tx: Transaction, intent: MailIntent) {
-  return {
-    decision: d.action,
-    would_action: d.wouldAction,
-    mode: d.mode,
-    rule: d.rule,
-    reason: d.reason,
-    recipients: {
-      kept: d.keep,
-      stripped: d.stripped,
-      invalid: tx.invalid,
-      would_strip: d.wouldStrip,
-      verdicts: d.recipients,
-    },
-    detectors: d.hits.map((h) => ({ rule: h.rule, action: h.action, detector: h.finding?.detector ?? 'attachment', where: h.finding?.where ?? `attachment ${h.attachment}`, masked: h.finding?.masked ?? null })),
-    limits: d.limits,
-    problems: intent.problems.map((p) => `${p.code}: ${p.detail}`),
-    alert: d.alert,
   };
 }
 

@@ -2,10 +2,9 @@
 // decided and bytes the relay has already checked (never agent data as options: S31).
 // TLS to the upstream is always required and verified: system store + POSTGUARD_UPSTREAM_CA.
 
-import { isIP } from 'node:net';
 import { PassThrough } from 'node:stream';
-import { rootCertificates } from 'node:tls';
 import type { ResolveMap } from '../config.js';
+import { resolveTarget, sniFor, upstreamCa } from '../tls/trust.js';
 import { SmtpPool, type Session } from './pool.js';
 
 /** A recipient the upstream refused while taking the message for the others. */
@@ -53,7 +52,7 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
   const secure = u.protocol === 'smtps:';
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const port = Number(u.port || (secure ? 465 : 587));
-  const target = opts.resolve.get(`${host.toLowerCase()}:${port}`) ?? { host, port };
+  const target = resolveTarget(opts.resolve, host, port);
   const pool = new SmtpPool({
     max: opts.maxConnections ?? 8,
     idleMs: 30_000,
@@ -64,8 +63,8 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
       port: target.port,
       secure,
       requireTLS: !secure, // STARTTLS or nothing: a downgrade is a failed delivery, not plaintext
-      servername: isIP(host) ? undefined : host, // SNI carries names only (RFC 6066); an IP is still verified
-      tls: { rejectUnauthorized: true, minVersion: 'TLSv1.2', ca: opts.extraCa ? [...rootCertificates, opts.extraCa] : undefined },
+      servername: sniFor(host),
+      tls: { rejectUnauthorized: true, minVersion: 'TLSv1.2', ca: upstreamCa(opts.extraCa) },
       connectionTimeout: 10_000,
       greetingTimeout: 10_000,
       // Long enough for a cut-through session to wait while the agent uploads a large message.

@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
   raw BLOB NOT NULL,
   state TEXT NOT NULL DEFAULT 'held'
 );
+-- Drafts created through the HTTP relay (Gmail, Graph): sending one by id is allowed only if its
+-- content was inspected on the way in.
+CREATE TABLE IF NOT EXISTS http_drafts (
+  provider TEXT NOT NULL,
+  id TEXT NOT NULL,
+  time TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  PRIMARY KEY (provider, id)
+);
 `;
 
 export type Db = DatabaseSync;

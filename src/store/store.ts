@@ -175,6 +175,15 @@ export class Store {
     return rows.map((r) => ({ ...r, envelope: JSON.parse(r.envelope) as StoredEnvelope }));
   }
 
+  /** A draft the HTTP relay saw created (and inspected), by provider and the provider's id. */
+  rememberDraft(provider: string, id: string, eventId: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO http_drafts (provider, id, time, event_id) VALUES (?, ?, ?, ?)').run(provider, id, new Date().toISOString(), eventId);
+  }
+
+  draftSeen(provider: string, id: string): boolean {
+    return this.db.prepare('SELECT 1 FROM http_drafts WHERE provider = ? AND id = ?').get(provider, id) !== undefined;
+  }
+
   close(): void {
     this.audit.flush();
     this.db.close();

@@ -1,6 +1,7 @@
-// libmime (mailparser's own RFC 2047 decoder) ships no types; only what the relay uses.
+// libmime (mailparser's own RFC 2047 codec) ships no types; only what the relay uses.
 declare module 'libmime' {
   export function decodeWords(text: string): string;
-  const libmime: { decodeWords: typeof decodeWords };
+  export function encodeWord(text: string, mimeWordEncoding?: 'Q' | 'B', maxLength?: number): string;
+  const libmime: { decodeWords: typeof decodeWords; encodeWord: typeof encodeWord };
   export default libmime;
 }

@@ -23,7 +23,13 @@ export interface TestRelay {
   smtpPort: number;
   smtpsPort: number;
   adminPort: number;
+  /** HTTP/HTTPS forward proxy. */
+  proxyPort: number;
+  /** The transparent SNI listener, when POSTGUARD_TRANSPARENT_LISTEN was given. */
+  transparentPort: number | null;
   caPem: string;
+  /** The relay's CA as a file, for NODE_EXTRA_CA_CERTS / curl --cacert. */
+  caFile: string;
   logs: Record<string, unknown>[];
   close(): Promise<void>;
 }
@@ -41,6 +47,7 @@ export async function startTestRelay(opts: { policy: string; env?: Record<string
     POSTGUARD_SMTP_LISTEN: '127.0.0.1:0',
     POSTGUARD_SMTPS_LISTEN: '127.0.0.1:0',
     POSTGUARD_ADMIN_LISTEN: '127.0.0.1:0',
+    POSTGUARD_PROXY_LISTEN: '127.0.0.1:0',
     POSTGUARD_ADMIN_TOKEN: ADMIN_TOKEN,
     ...opts.env,
   });
@@ -52,7 +59,10 @@ export async function startTestRelay(opts: { policy: string; env?: Record<string
     smtpPort: relay.addresses.smtp!.port,
     smtpsPort: relay.addresses.smtps!.port,
     adminPort: relay.addresses.admin!.port,
+    proxyPort: relay.addresses.proxy?.port ?? 0,
+    transparentPort: relay.addresses.transparent?.port ?? null,
     caPem: readFileSync(join(dir, 'certs', 'ca.pem'), 'utf8'),
+    caFile: join(dir, 'certs', 'ca.pem'),
     logs,
     close: () => relay.close(),
   };

@@ -1,0 +1,297 @@
+// What a provider adapter is, and the toolkit adapters are written with. An adapter is data (hosts,
+// endpoints, limits, its error shape) plus one small `read` per endpoint that walks the parsed body
+// and names every recipient, sender and piece of content in it — each recipient with how to remove
+// it. The inspector (inspect.ts) turns that into MailIntents, runs the one policy decision, and
+// calls the removals for what the decision strips. Adding a provider is adding one file to
+// providers/ and one line to providers/index.ts.
+
+import type { IncomingHttpHeaders } from 'node:http';
+import { formatMailbox, parseAddressList, parseMailbox, type Mailbox } from '../core/address.js';
+import type { Attachment, Problem, Recipient, RecipientField, Sender, TextPart } from '../core/intent.js';
+import { addAttachment, contentFacts, headerFieldFacts, splitHeader, type HeaderFacts, type HeaderRole } from '../core/message.js';
+import { field, isObject, type Json, type JsonObject } from './json.js';
+import { normalizeMime, withoutRecipients } from './mime.js';
+
+export interface RequestInfo {
+  method: string;
+  host: string;
+  /** Path without the query, percent-decoding left as sent. */
+  path: string;
+  query: URLSearchParams;
+  headers: IncomingHttpHeaders;
+  /** Lower-case media type without parameters, e.g. `application/json`. */
+  mediaType: string;
+  /** The full Content-Type, parameters included (multipart needs the boundary). */
+  contentType: string;
+  /** Decoded (Content-Encoding undone). */
+  body: Buffer;
+  /** Path parameters captured by the endpoint's pattern. */
+  params: string[];
+}
+
+export interface Extracted {
+  /** One entry per message the request would send (a batch has many). */
+  messages: MessageFacts[];
+  /** Problems with the request as a whole (an unknown top-level key): they apply to every message. */
+  problems: Problem[];
+  /** The body to forward once the removals for stripped recipients have run. */
+  body(): { body: Buffer; contentType?: string };
+  /** A stored object this request sends or edits (Gmail/Graph drafts): the inspector checks it was seen. */
+  draft?: { op: 'send' | 'update'; id: string };
+}
+
+export interface Endpoint {
+  /** Short name for audit records and metrics, e.g. `email.batch`. */
+  name: string;
+  method: 'POST' | 'PUT' | 'PATCH';
+  /** Matched against the path; capture groups become `params`. */
+  path: RegExp;
+  read(req: RequestInfo): Extracted | Promise<Extracted>;
+  /** This endpoint creates a stored draft whose id is in the response: remember it (see drafts). */
+  createsDraft?: (response: Json) => string | null;
+}
+
+export interface ErrorReply {
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface Provider {
+  id: string;
+  name: string;
+  /** Exact host names (lower case) and patterns for families of hosts (regions, national clouds). */
+  hosts: readonly (string | RegExp)[];
+  endpoints: readonly Endpoint[];
+  /** The provider's own request size limit, in bytes of decoded body. */
+  maxBody: number;
+  /** An error in the provider's own shape, so its SDK surfaces our message. */
+  error(status: number, message: string): ErrorReply;
+  /**
+   * True when the request is signed over its body (SES SigV4): it cannot be rewritten, so a
+   * recipient that would need stripping blocks it instead.
+   */
+  signed?(headers: IncomingHttpHeaders): boolean;
+}
+
+/** A recipient found in a request, with the edit that removes it (absent: it cannot be removed). */
+export interface FoundRecipient extends Recipient {
+  strip?: () => void;
+}
+
+/** Everything the policy needs to know about one message in a request, collected by an adapter. */
+export class MessageFacts {
+  readonly recipients: FoundRecipient[] = [];
+  readonly senders: Sender[] = [];
+  readonly texts: TextPart[] = [];
+  readonly attachments: Attachment[] = [];
+  readonly problems: Problem[] = [];
+  subject = '';
+  /** Raw MIME to analyse (read asynchronously by `settle`). */
+  private readonly pending: Promise<void>[] = [];
+
+  constructor(readonly label: string) {}
+
+  problem(code: string, detail: string): void {
+    this.problems.push({ code, detail });
+  }
+
+  /**
+   * A string holding an address list (`"a@x.com, B <b@y.com>"`), read with the real RFC 5322 grammar
+   * (S24). `write` puts back what is left after a strip (an empty list is passed as []); null means
+   * the field cannot be edited.
+   */
+  addressList(value: Json | undefined, field: RecipientField, source: string, write: ((kept: Mailbox[]) => void) | null, delivers = true): void {
+    if (value === undefined || value === null || value === '') return;
+    if (typeof value !== 'string') return this.problem('request.type', `${source}: expected a string of addresses`);
+    const list = parseAddressList(value);
+    if (!list.ok) return this.problem('address.invalid', `${source}: ${list.error}`);
+    const kept = [...list.value];
+    for (const mailbox of list.value) {
+      const strip = write
+        ? () => {
+            const i = kept.indexOf(mailbox);
+            if (i !== -1) kept.splice(i, 1);
+            write(kept);
+          }
+        : undefined;
+      this.push(mailbox, field, source, delivers, strip);
+    }
+  }
+
+  /** One address in a field of its own (`{"email": …}`); `remove` takes it out of the request. */
+  address(value: Json | undefined, field: RecipientField, source: string, remove: (() => void) | null, delivers = true): void {
+    if (typeof value !== 'string') return this.problem('request.type', `${source}: expected an address string`);
+    const m = parseMailbox(value);
+    if (!m.ok) return this.problem('address.invalid', `${source}: ${m.error}`);
+    this.push(m.value, field, source, delivers, remove ?? undefined);
+  }
+
+  /** Every `{<key>: address}` object in an array field; removing the last one removes the field. */
+  addressObjects(holder: JsonObject, key: string, pick: (item: JsonObject) => Json | undefined, field: RecipientField, source: string, editable = true): void {
+    const k = Object.keys(holder).find((x) => x.toLowerCase() === key.toLowerCase());
+    if (k === undefined || holder[k] === null) return;
+    const list = holder[k]!;
+    if (!Array.isArray(list)) return this.problem('request.type', `${source}: expected an array`);
+    list.forEach((item, i) => {
+      if (!isObject(item)) return this.problem('request.type', `${source}[${i}]: expected an object`);
+      const remove = () => {
+        const at = list.indexOf(item);
+        if (at !== -1) list.splice(at, 1);
+        if (list.length === 0) delete holder[k];
+      };
+      this.address(pick(item), field, `${source}[${i}]`, editable ? remove : null);
+    });
+  }
+
+  sender(value: Json | undefined, source: string): void {
+    if (value === undefined || value === null || value === '') return;
+    if (typeof value !== 'string') return this.problem('request.type', `${source}: expected an address string`);
+    const list = parseAddressList(value);
+    if (!list.ok) return this.problem('address.invalid', `${source}: ${list.error}`);
+    for (const mailbox of list.value) this.senders.push({ mailbox, field: 'api' });
+  }
+
+  /**
+   * A header carried in the request (Postmark `Headers[]`, SendGrid `headers{}`, Mailgun `h:`):
+   * recipient headers count as recipients (delivery-driving, S21), every header is content.
+   * `write` replaces the value (null removes the header); null = not editable.
+   */
+  header(name: string, value: Json | undefined, source: string, write: ((value: string | null) => void) | null): void {
+    if (typeof value !== 'string') return this.problem('request.type', `${source}: expected a string header value`);
+    const found: HeaderFacts = { recipients: [], senders: [], problems: [] };
+    this.texts.push({ where: `header ${name.slice(0, 60)}`, text: `${name}: ${value}` });
+    if (!headerFieldFacts(name, value, 'delivery', source, found)) return;
+    this.problems.push(...found.problems);
+    this.senders.push(...found.senders);
+    const kept = found.recipients.map((r) => r.mailbox);
+    for (const r of found.recipients) {
+      const strip = write && r.strippable
+        ? () => {
+            const i = kept.indexOf(r.mailbox);
+            if (i !== -1) kept.splice(i, 1);
+            write(kept.length ? kept.map((m) => formatMailbox(m)).join(', ') : null);
+          }
+        : undefined;
+      this.push(r.mailbox, r.field, source, r.delivers, strip);
+    }
+  }
+
+  /** Subject, bodies, template variables: whatever the detectors should read. */
+  text(where: string, value: Json | undefined): void {
+    if (value === undefined || value === null) return;
+    const text = typeof value === 'string' ? value : JSON.stringify(value);
+    if (where === 'subject' && typeof value === 'string') this.subject = value;
+    if (text) this.texts.push({ where, text });
+  }
+
+  attachment(filename: string, contentType: string, content: Buffer): void {
+    addAttachment(filename, contentType, content, this.attachments, this.texts);
+  }
+
+  /** A base64 attachment from a JSON body; bad base64 is a problem, not an empty file. */
+  base64Attachment(filename: Json | undefined, contentType: Json | undefined, content: Json | undefined, source: string): void {
+    if (typeof content !== 'string') return this.problem('request.type', `${source}: attachment content must be a base64 string`);
+    const bytes = decodeBase64(content, source, this);
+    if (bytes) this.attachment(typeof filename === 'string' ? filename : '', typeof contentType === 'string' ? contentType : 'application/octet-stream', bytes);
+  }
+
+  /**
+   * A whole RFC 5322 message inside the request. `role: 'delivery'` when the provider takes
+   * recipients from its headers (nothing else names them). `write` receives the message with
+   * stripped addresses removed from its headers; null = the bytes cannot be edited.
+   */
+  mime(raw: Buffer, where: string, role: HeaderRole, write: ((raw: Buffer) => void) | null): void {
+    let normalized: Buffer;
+    try {
+      normalized = normalizeMime(raw, where);
+    } catch (e) {
+      return this.problem('mime.invalid', (e as Error).message);
+    }
+    const split = splitHeader(normalized);
+    const facts: HeaderFacts = { recipients: [], senders: [], problems: [] };
+    for (const f of split.fields) headerFieldFacts(f.name, f.value, role, `${where} ${f.name} header`, facts);
+    this.problems.push(...split.problems, ...facts.problems);
+    this.senders.push(...facts.senders);
+    const removed = new Set<string>();
+    for (const r of facts.recipients) {
+      const strip = write && r.strippable
+        ? () => {
+            removed.add(r.mailbox.address);
+            write(withoutRecipients(normalized, split, removed));
+          }
+        : undefined;
+      this.push(r.mailbox, r.field, r.source, r.delivers, strip);
+    }
+    this.texts.push({ where: `${where} headers`, text: split.fields.filter((f) => f.name !== 'subject').map((f) => f.raw).join('\n') });
+    this.pending.push(
+      contentFacts(normalized, split).then((c) => {
+        if (c.subject) this.subject ||= c.subject;
+        this.texts.push(...c.texts);
+        this.attachments.push(...c.attachments);
+        this.problems.push(...c.problems);
+      }),
+    );
+  }
+
+  /** Keys the adapter does not know are refused: a new field could carry a recipient (S21). */
+  onlyKeys(obj: JsonObject, allowed: ReadonlySet<string>, where: string): void {
+    for (const k of Object.keys(obj)) {
+      if (!allowed.has(k.toLowerCase())) this.problem('request.unknown_field', `${where}: unknown field ${JSON.stringify(k.slice(0, 60))}`);
+    }
+  }
+
+  /** Add what a request-wide part (a bulk send's shared content) contributes to this message. */
+  inherit(shared: MessageFacts): void {
+    this.recipients.push(...shared.recipients);
+    this.senders.push(...shared.senders);
+    this.texts.push(...shared.texts);
+    this.attachments.push(...shared.attachments);
+    this.problems.push(...shared.problems);
+    this.subject ||= shared.subject;
+  }
+
+  /** Wait for MIME analysis started by `mime`. */
+  async settle(): Promise<void> {
+    await Promise.all(this.pending);
+  }
+
+  private push(mailbox: Mailbox, field: RecipientField, source: string, delivers: boolean, strip: (() => void) | undefined): void {
+    this.recipients.push({ mailbox, field, source, delivers, strippable: strip !== undefined, strip });
+  }
+}
+
+/** Lower-case key sets for `onlyKeys`. */
+export function keys(...names: string[]): ReadonlySet<string> {
+  return new Set(names.map((n) => n.toLowerCase()));
+}
+
+/** A JSON request: the body sent on is the (edited) document. */
+export function jsonRequest(doc: Json, messages: MessageFacts[], problems: Problem[] = [], extra: Partial<Extracted> = {}): Extracted {
+  return { messages, problems, body: () => ({ body: Buffer.from(JSON.stringify(doc)) }), ...extra };
+}
+
+/** A body that must be a JSON object (the common case), with the message facts for it. */
+export function requireObject(doc: Json, where = 'body'): JsonObject {
+  if (!isObject(doc)) throw new RequestShapeError(`${where} must be a JSON object`);
+  return doc;
+}
+
+export function requireArray(doc: Json | undefined, where: string): Json[] {
+  if (!Array.isArray(doc)) throw new RequestShapeError(`${where} must be a JSON array`);
+  return doc;
+}
+
+/** The request is not the shape this endpoint takes: refused with 400, nothing forwarded. */
+export class RequestShapeError extends Error {}
+
+/** Strict base64 (standard or URL-safe alphabet, padding optional); whitespace is tolerated as MIME does. */
+export function decodeBase64(text: string, source: string, facts: MessageFacts): Buffer | null {
+  const compact = text.replace(/[\r\n\t ]/g, '');
+  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(compact) || compact.length % 4 === 1) {
+    facts.problem('request.base64', `${source}: not valid base64`);
+    return null;
+  }
+  return Buffer.from(compact.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+}
+
+export { field, isObject };

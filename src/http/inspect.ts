@@ -1,0 +1,335 @@
+// The HTTP channel's lifecycle for one request to a mail-API host, top to bottom:
+//   read      GET/HEAD/OPTIONS pass; a write must match a known endpoint of the provider (else 403)
+//   body      bounded, Content-Encoding undone, strict parse (400 malformed, 403 differential)
+//   extract   the provider adapter names every recipient, sender and content part, per message
+//   decide    the same pure decision as SMTP, once per message in the request
+//   apply     block → 403 in the provider's error shape; tempfail → 429; quarantine → held, 202;
+//             deliver → stripped recipients removed from the body, forwarded, reply streamed back
+//   audit     one record per request, channel `http`, with the provider's status
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { decisionAlert } from '../alerts/decision.js';
+import type { AlertHub } from '../alerts/hub.js';
+import { watchForSilentBcc } from '../alerts/silent-bcc.js';
+import type { MailIntent } from '../core/intent.js';
+import type { Logger } from '../core/log.js';
+import { decide, judgeRecipient, REASONS, SEVERITY, unknownDomainsOf, type Decision, type Reason } from '../policy/decide.js';
+import type { AgentHistory } from '../policy/history.js';
+import { decisionFields } from '../policy/record.js';
+import type { Policy } from '../policy/types.js';
+import { newEventId, type AuditInput } from '../store/audit.js';
+import type { Releaser } from '../delivery/quarantine.js';
+import type { QuarantineEntry, Store } from '../store/store.js';
+import { RequestShapeError, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
+import { decodeBody, readBody } from './body.js';
+import { BodyError, type Json } from './json.js';
+import { endpointFor, providerFor } from './providers/index.js';
+import type { HttpUpstream, Target } from './upstream.js';
+
+export interface HttpContext {
+  policy: () => Policy;
+  store: Store;
+  alerts: AlertHub;
+  history: AgentHistory;
+  upstream: HttpUpstream;
+  log: Logger;
+}
+
+/** Who sent the request and how it reached the relay. */
+export interface Origin {
+  agent: string | null;
+  client: string;
+  via: 'proxy' | 'transparent';
+}
+
+const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** A request held in quarantine: enough to send it again, byte for byte, on release. */
+interface HeldRequest {
+  target: Target;
+  method: string;
+  url: string;
+  headers: Record<string, string | string[]>;
+  body: string; // base64 of the decoded body
+}
+
+const STATUS: Record<BodyError['kind'], number> = { malformed: 400, differential: 403, unsupported: 415, too_large: 413 };
+
+export class HttpInspector {
+  constructor(private readonly ctx: HttpContext) {}
+
+  /** True when `host` is a mail-API host this relay inspects. */
+  static inspects(host: string): boolean {
+    return providerFor(host) !== undefined;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, target: Target, origin: Origin): Promise<void> {
+    const provider = providerFor(target.host)!;
+    const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const id = newEventId();
+    const policy = this.ctx.policy();
+    const base = {
+      id, kind: 'message' as const, channel: 'http', provider: provider.id, method, host: target.host, path: path.slice(0, 512),
+      agent: origin.agent, client: origin.client, via: origin.via, policy_version: policy.version,
+    };
+    const refuse = (status: number, action: string, rule: string, reason: Reason | string, message: string, extra: Record<string, unknown> = {}) => {
+      this.note({ ...base, action, rule, reason, status, ...extra });
+      this.reply(res, provider, status, `postguard: ${message} [${id}]`);
+    };
+
+    if (READS.has(method)) {
+      // Reads carry no mail: passed on as they are, streamed.
+      try {
+        const r = await this.ctx.upstream.forward(req, res, target, 'stream');
+        this.note({ ...base, kind: 'http', action: 'passed', status: r.status });
+      } catch (e) {
+        this.upstreamFailed(res, provider, target, e as Error, { ...base, kind: 'http', action: 'failed' });
+      }
+      return;
+    }
+
+    const match = endpointFor(provider, method, path);
+    if (!match) {
+      req.resume();
+      refuse(403, 'blocked', 'http.endpoints', REASONS.endpoint, `${method} ${path.slice(0, 200)} is not a send endpoint postguard knows for ${provider.name}; writes to unknown endpoints of mail-API hosts are refused`);
+      this.ctx.alerts.raise({ kind: 'blocked', severity: 'normal', agent: origin.agent, channel: 'http', event_id: id, summary: `blocked ${method} ${path.slice(0, 200)} on ${target.host}: ${REASONS.endpoint}` });
+      return;
+    }
+
+    let info: RequestInfo;
+    let extracted: Extracted;
+    try {
+      const raw = await readBody(req, provider.maxBody);
+      const body = await decodeBody(raw, header(req, 'content-encoding'), provider.maxBody);
+      const contentType = header(req, 'content-type') ?? '';
+      info = { method, host: target.host, path, query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)), headers: req.headers, mediaType: contentType.split(';')[0]!.trim().toLowerCase(), contentType, body, params: match.params };
+      extracted = await match.endpoint.read(info);
+      await Promise.all(extracted.messages.map((m) => m.settle()));
+    } catch (e) {
+      if (e instanceof BodyError) {
+        const status = STATUS[e.kind];
+        const differential = e.kind === 'differential';
+        refuse(status, differential ? 'blocked' : 'rejected', 'input', differential ? REASONS.differential : REASONS.input, e.message, { endpoint: match.endpoint.name });
+        if (differential) this.ctx.alerts.raise({ kind: 'blocked', severity: 'high', agent: origin.agent, channel: 'http', event_id: id, summary: `blocked a ${provider.name} request from ${origin.agent ? `agent ${origin.agent}` : 'an unauthenticated client'}: ${e.message}` });
+        return;
+      }
+      if (e instanceof RequestShapeError) return refuse(400, 'rejected', 'input', REASONS.input, e.message, { endpoint: match.endpoint.name });
+      throw e;
+    }
+    if (extracted.messages.length === 0) return refuse(400, 'rejected', 'input', REASONS.input, 'request names no message to send', { endpoint: match.endpoint.name });
+
+    // A request signed over its body (SES SigV4) cannot be edited: nothing in it can be stripped.
+    if (provider.signed?.(req.headers)) {
+      for (const m of extracted.messages) for (const r of m.recipients) [r.strippable, r.strip] = [false, undefined];
+    }
+    if (extracted.draft && !this.ctx.store.draftSeen(provider.id, extracted.draft.id)) {
+      extracted.problems.push({ code: 'request.unseen_draft', detail: `draft ${extracted.draft.id.slice(0, 80)} was not created through postguard, so its recipients were never inspected` });
+    }
+
+    // Decide each message; the request goes on only if every one of them may.
+    const historyKey = origin.agent ?? `client:${origin.client}`;
+    const now = Date.now();
+    const judged = extracted.messages.map((m) => {
+      const intent = intentOf(id, origin.agent, m, extracted, info.body.length);
+      const decision = decide(intent, policy, this.ctx.history.snapshot(historyKey, policy.limits, now));
+      this.ctx.history.record(historyKey, policy.limits, now, { accepted: decision.action === 'deliver' || decision.action === 'quarantine', unknownDomains: unknownDomainsOf(decision.recipients) });
+      watchForSilentBcc(this.ctx.history, this.ctx.alerts, historyKey, policy, intent, id);
+      return { facts: m, intent, decision };
+    });
+    const worst = judged.reduce((a, b) => (SEVERITY[b.decision.action] > SEVERITY[a.decision.action] ? b : a));
+    const d = worst.decision;
+    const record = {
+      ...base,
+      endpoint: match.endpoint.name,
+      size: info.body.length,
+      ...decisionFields(d, worst.intent),
+      recipients: {
+        kept: judged.flatMap((j) => j.decision.keep),
+        stripped: judged.flatMap((j) => j.decision.stripped),
+        would_strip: judged.flatMap((j) => j.decision.wouldStrip),
+        verdicts: judged.flatMap((j) => j.decision.recipients),
+      },
+      ...(judged.length > 1 ? { messages: judged.map((j) => ({ message: j.facts.label, decision: j.decision.action, rule: j.decision.rule, reason: j.decision.reason, kept: j.decision.keep, stripped: j.decision.stripped })) } : {}),
+    };
+    const alert = decisionAlert(d.action === 'deliver' ? (judged.find((j) => j.decision.alert)?.decision ?? d) : d, policy, { agent: origin.agent, channel: 'http', eventId: id });
+    const raise = () => alert && this.ctx.alerts.raise(alert);
+    const where = judged.length > 1 ? ` in ${worst.facts.label}` : '';
+
+    switch (d.action) {
+      case 'block':
+        refuse(403, 'blocked', d.rule, d.reason, `blocked by policy: ${d.reason}${where} (rule ${d.rule})`, omitBase(record));
+        raise();
+        return;
+      case 'tempfail':
+        this.note({ ...record, action: 'limited', status: 429 });
+        res.setHeader('retry-after', '60');
+        this.reply(res, provider, 429, `postguard: try again later: ${d.reason}${where} (rule ${d.rule}) [${id}]`);
+        raise();
+        return;
+      case 'quarantine': {
+        const held: HeldRequest = { target, method, url, headers: forwardable(req.headers), body: info.body.toString('base64') };
+        const to = judged.flatMap((j) => j.intent.recipients.filter((r) => r.delivers).map((r) => r.mailbox.address));
+        await this.ctx.store.quarantine(
+          { ...record, action: 'quarantined', status: 202 },
+          { channel: 'http', agent: origin.agent, reason: d.reason, rule: d.rule, envelope: { from: worst.intent.senders[0]?.mailbox?.address ?? '', to: [...new Set(to)] }, holdMs: policy.quarantineMs },
+          Buffer.from(JSON.stringify(held)),
+        );
+        raise();
+        res.writeHead(202, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ postguard: { status: 'quarantined', id, message: `Held for review by postguard: ${d.reason} (rule ${d.rule})` } }));
+        return;
+      }
+      case 'deliver':
+        break;
+    }
+
+    // Every message may go: remove what the decisions strip, then forward.
+    let stripped = 0;
+    for (const j of judged) {
+      if (j.decision.mode !== 'enforce') continue;
+      j.decision.recipients.forEach((v, i) => {
+        if (v.outcome === 'strip' && j.facts.recipients[i]!.strip) {
+          j.facts.recipients[i]!.strip!();
+          stripped++;
+        }
+      });
+    }
+    let body = info.body;
+    if (stripped > 0) {
+      const out = extracted.body();
+      body = out.body;
+      if (out.contentType) req.headers['content-type'] = out.contentType;
+    }
+    try {
+      const r = await this.ctx.upstream.forward(req, res, target, body, match.endpoint.createsDraft !== undefined);
+      if (r.body !== undefined) this.finishCaptured(res, r, provider, match.endpoint, id);
+      this.note({ ...record, action: r.status < 300 ? (stripped > 0 ? 'stripped' : 'forwarded') : 'upstream_rejected', status: r.status });
+      raise();
+    } catch (e) {
+      this.upstreamFailed(res, provider, target, e as Error, { ...record, action: 'failed' });
+    }
+  }
+
+  /**
+   * Release a held request: read again with the adapter, recipients the policy in force now does
+   * not allow removed (a human approves the content, not unknown recipients), then sent as held.
+   */
+  async release(entry: QuarantineEntry & { raw: Buffer }, policy: Policy, actor = 'admin'): ReturnType<Releaser> {
+    const held = JSON.parse(entry.raw.toString('utf8')) as HeldRequest;
+    const provider = providerFor(held.target.host);
+    const q = held.url.indexOf('?');
+    const path = q === -1 ? held.url : held.url.slice(0, q);
+    const match = provider && endpointFor(provider, held.method, path);
+    if (!provider || !match) return { ok: false, status: 409, error: 'the held request no longer matches a send endpoint postguard knows' };
+    const original = Buffer.from(held.body, 'base64');
+    const contentType = String(held.headers['content-type'] ?? '');
+    const extracted = await match.endpoint.read({ method: held.method, host: held.target.host, path, query: new URLSearchParams(q === -1 ? '' : held.url.slice(q + 1)), headers: held.headers, mediaType: contentType.split(';')[0]!.trim().toLowerCase(), contentType, body: original, params: match.params });
+    await Promise.all(extracted.messages.map((m) => m.settle()));
+    const signed = provider.signed?.(held.headers) ?? false;
+    const kept: string[] = [];
+    const dropped: string[] = [];
+    for (const m of extracted.messages) {
+      for (const r of m.recipients) {
+        if (judgeRecipient(policy, entry.agent, r.mailbox)) {
+          if (r.delivers) kept.push(r.mailbox.address);
+        } else if (r.strip && !signed) {
+          r.strip();
+          dropped.push(r.mailbox.address);
+        } else return { ok: false, status: 409, error: `${r.mailbox.address} (${r.source}) is not allowed by the current policy and cannot be removed from this request` };
+      }
+    }
+    if (kept.length === 0) return { ok: false, status: 409, error: `no recipient is allowed by the current policy (${dropped.join(', ')})` };
+    const out = dropped.length ? extracted.body() : { body: original };
+    const headers = { ...held.headers, 'content-length': String(out.body.length), ...(out.contentType ? { 'content-type': out.contentType } : {}) };
+    const r = await this.ctx.upstream.send(held.target, held.method, held.url, headers, out.body);
+    const record = this.ctx.store.record({
+      kind: 'message', channel: 'http', action: r.status < 300 ? 'released' : 'upstream_rejected', ref: entry.id, provider: provider.id, endpoint: match.endpoint.name,
+      host: held.target.host, method: held.method, path, agent: entry.agent, released_by: actor, status: r.status, recipients: { kept: [...new Set(kept)], stripped: [...new Set(dropped)] }, policy_version: policy.version,
+    });
+    if (r.status >= 300) return { ok: false, status: 502, error: `${provider.name} answered ${r.status}: ${r.body.slice(0, 300)}` };
+    return { ok: true, status: 'delivered', delivered_to: [...new Set(kept)], dropped: [...new Set(dropped)], delivery_audit_id: record.id };
+  }
+
+  /** A response we read ourselves (to learn a draft's id) is sent on unchanged. */
+  private finishCaptured(res: ServerResponse, r: { status: number; body?: Buffer; headers?: IncomingMessage['headers'] }, provider: Provider, endpoint: Endpoint, id: string): void {
+    const headers = { ...r.headers };
+    delete headers['transfer-encoding'];
+    delete headers.connection;
+    headers['content-length'] = String(r.body!.length);
+    res.writeHead(r.status, headers);
+    res.end(r.body);
+    if (r.status >= 300 || !endpoint.createsDraft) return;
+    try {
+      const draftId = endpoint.createsDraft(JSON.parse(r.body!.toString('utf8')) as Json);
+      if (draftId) this.ctx.store.rememberDraft(provider.id, draftId, id);
+    } catch (e) {
+      this.ctx.log('warn', 'http_draft_unreadable', { id, provider: provider.id, error: (e as Error).message });
+    }
+  }
+
+  private upstreamFailed(res: ServerResponse, provider: Provider, target: Target, err: Error, record: AuditInput & { id: string }): void {
+    const code = (err as { code?: string }).code ?? '';
+    const tls = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code) || /certificate/i.test(err.message);
+    const why = tls ? `TLS verification of ${target.host} failed (${code || err.message})` : `${target.host}:${target.port} unreachable (${code || err.message})`;
+    this.note({ ...record, status: 502, upstream: { error: why } });
+    this.ctx.log('warn', 'http_upstream_failed', { id: record.id, host: target.host, error: why });
+    if (!res.headersSent) this.reply(res, provider, 502, `postguard: upstream ${why} [${record.id}]`);
+    else res.destroy();
+  }
+
+  private reply(res: ServerResponse, provider: Provider, status: number, message: string): void {
+    if (res.headersSent) return void res.destroy();
+    const e = provider.error(status, message);
+    res.writeHead(status, { ...e.headers, 'x-postguard': 'refused' });
+    res.end(e.body);
+  }
+
+  /** Audit from a request handler: a storage fault must not take the relay down. */
+  private note(input: AuditInput): void {
+    try {
+      this.ctx.store.record(input);
+    } catch (e) {
+      this.ctx.log('error', 'audit_write_failed', { action: input.action, error: (e as Error).message });
+    }
+  }
+}
+
+function intentOf(id: string, agent: string | null, m: MessageFacts, req: Extracted, size: number): MailIntent {
+  return {
+    id,
+    channel: 'http',
+    agent,
+    senders: m.senders,
+    recipients: m.recipients,
+    subject: m.subject,
+    texts: m.texts,
+    attachments: m.attachments,
+    problems: [...req.problems, ...m.problems],
+    size,
+  };
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+/** Headers worth replaying: the provider's credentials included, the hop-by-hop ones not. */
+function forwardable(h: IncomingMessage['headers']): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined || /^(connection|keep-alive|proxy-.*|te|trailer|transfer-encoding|upgrade|expect|content-length|content-encoding)$/.test(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+function omitBase<T extends Record<string, unknown>>(r: T): Omit<T, 'id' | 'kind' | 'channel'> {
+  const { id: _i, kind: _k, channel: _c, ...rest } = r;
+  return rest;
+}
+
+export type { Decision };

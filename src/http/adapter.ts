@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { formatMailbox, parseAddressList, parseMailbox, type Mailbox } from '../core/address.js';
 import type { Attachment, Problem, Recipient, RecipientField, Sender, TextPart } from '../core/intent.js';
 import { addAttachment, contentFacts, headerFieldFacts, splitHeader, type HeaderFacts, type HeaderRole } from '../core/message.js';
+import { serializeMultipart, serializeUrlencoded, type FormField } from './forms.js';
 import { field, isObject, type Json, type JsonObject } from './json.js';
 import { normalizeMime, withoutRecipients } from './mime.js';
 
@@ -268,6 +269,15 @@ export function keys(...names: string[]): ReadonlySet<string> {
 /** A JSON request: the body sent on is the (edited) document. */
 export function jsonRequest(doc: Json, messages: MessageFacts[], problems: Problem[] = [], extra: Partial<Extracted> = {}): Extracted {
   return { messages, problems, body: () => ({ body: Buffer.from(JSON.stringify(doc)) }), ...extra };
+}
+
+/** A form request (urlencoded or multipart): the body sent on is the (edited) field list, re-encoded. */
+export function formRequest(fields: FormField[], kind: 'urlencoded' | 'multipart', messages: MessageFacts[], problems: Problem[] = []): Extracted {
+  return {
+    messages,
+    problems,
+    body: () => (kind === 'urlencoded' ? { body: serializeUrlencoded(fields), contentType: 'application/x-www-form-urlencoded' } : serializeMultipart(fields)),
+  };
 }
 
 /** A body that must be a JSON object (the common case), with the message facts for it. */

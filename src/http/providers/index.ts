@@ -4,8 +4,17 @@
 
 import type { Endpoint, Provider } from '../adapter.js';
 import { postmark } from './postmark.js';
+import { sendgrid } from './sendgrid.js';
+import { mailgun } from './mailgun.js';
+import { ses } from './ses.js';
+import { resend } from './resend.js';
+import { brevo } from './brevo.js';
+import { mailjet } from './mailjet.js';
+import { sparkpost } from './sparkpost.js';
+import { gmail } from './gmail.js';
+import { graph } from './graph.js';
 
-export const PROVIDERS: readonly Provider[] = [postmark];
+export const PROVIDERS: readonly Provider[] = [postmark, sendgrid, mailgun, ses, resend, brevo, mailjet, sparkpost, gmail, graph];
 
 const exact = new Map<string, Provider>();
 for (const p of PROVIDERS) for (const h of p.hosts) if (typeof h === 'string') exact.set(h, p);

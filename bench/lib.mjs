@@ -121,7 +121,7 @@ function peakRss(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
       const { port } = s.address();

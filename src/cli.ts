@@ -8,6 +8,8 @@ import { ConfigError, loadConfig } from './config.js';
 import { createLogger, silentLogger } from './core/log.js';
 import { createOutbound } from './delivery/outbound.js';
 import { Quarantine } from './delivery/quarantine.js';
+import { releaseHttp, viewHeldRequest } from './http/release.js';
+import { HttpUpstream } from './http/upstream.js';
 import { explain, formatDecision } from './policy/explain.js';
 import { loadPolicyFile } from './policy/load.js';
 import { hashPassword } from './policy/password.js';
@@ -159,6 +161,8 @@ async function quarantineCmd(sub: string, id: string | undefined): Promise<numbe
   const upstream = sub === 'release' && cfg.upstreamSmtp ? createUpstream({ url: cfg.upstreamSmtp, extraCa: cfg.upstreamCa, resolve: cfg.resolve, maxConnections: 1 }) : null;
   const outbound = createOutbound(cfg.delivery, store, upstream, { offer() {} });
   const q = new Quarantine(store, outbound, () => loaded.policy, silentLogger);
+  const httpUpstream = new HttpUpstream({ resolve: cfg.resolve, extraCa: cfg.upstreamCa });
+  q.releaseWith('http', (entry, actor) => releaseHttp(entry, loaded.policy, actor, { store, upstream: httpUpstream }), viewHeldRequest);
   const actor = `cli:${userInfo().username}`;
   try {
     switch (sub) {
@@ -188,6 +192,7 @@ async function quarantineCmd(sub: string, id: string | undefined): Promise<numbe
     }
   } finally {
     upstream?.close();
+    httpUpstream.close();
     store.close();
   }
 }

@@ -18,6 +18,7 @@ import { loadPolicyFile } from './policy/load.js';
 import { formatPolicyError } from './policy/types.js';
 import { PolicyHolder } from './policy/watch.js';
 import { HttpChannel } from './http/proxy.js';
+import { releaseHttp, viewHeldRequest } from './http/release.js';
 import { HttpUpstream } from './http/upstream.js';
 import { SmtpChannel } from './smtp/server.js';
 import { createUpstream, type Upstream } from './smtp/upstream.js';
@@ -90,16 +91,9 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
     allowInsecureAuth: [cfg.smtpListen].every((l) => !l || isLoopback(l.host)),
   });
 
-  const http = new HttpChannel({
-    policy: () => policy.current,
-    store,
-    alerts,
-    history,
-    upstream: new HttpUpstream({ resolve: cfg.resolve, extraCa: cfg.upstreamCa }),
-    ca,
-    log,
-  });
-  quarantine.releaseWith('http', (entry, actor) => http.inspector.release(entry, policy.current, actor));
+  const httpUpstream = new HttpUpstream({ resolve: cfg.resolve, extraCa: cfg.upstreamCa });
+  const http = new HttpChannel({ policy: () => policy.current, store, alerts, history, upstream: httpUpstream, ca, log });
+  quarantine.releaseWith('http', (entry, actor) => releaseHttp(entry, policy.current, actor, { store, upstream: httpUpstream }), viewHeldRequest);
 
   const addresses: Relay['addresses'] = { smtp: null, smtps: null, proxy: null, transparent: null, admin: null };
   const admin = new AdminServer({

@@ -21,6 +21,8 @@ export type Releaser = (entry: QuarantineEntry & { raw: Buffer }, actor: string)
 
 export class Quarantine {
   private readonly releasers = new Map<string, Releaser>();
+  /** How a channel's held bytes are shown to people (HTTP requests: credentials masked). */
+  private readonly views = new Map<string, (raw: Buffer) => Buffer>();
 
   constructor(
     private readonly store: Store,
@@ -31,9 +33,10 @@ export class Quarantine {
     this.releasers.set('smtp', (entry, actor) => this.releaseSmtp(entry, actor));
   }
 
-  /** The HTTP channel replays held requests its own way. */
-  releaseWith(channel: string, releaser: Releaser): void {
+  /** The HTTP channel replays held requests its own way, and shows them without their credentials. */
+  releaseWith(channel: string, releaser: Releaser, view?: (raw: Buffer) => Buffer): void {
     this.releasers.set(channel, releaser);
+    if (view) this.views.set(channel, view);
   }
 
   list(limit?: number) {
@@ -41,7 +44,9 @@ export class Quarantine {
   }
 
   show(id: string) {
-    return this.store.quarantineEntry(id);
+    const entry = this.store.quarantineEntry(id);
+    const view = entry && this.views.get(entry.channel);
+    return entry && view ? { ...entry, raw: view(entry.raw) } : entry;
   }
 
   async release(id: string, actor: string): Promise<ReleaseResult> {

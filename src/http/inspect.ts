@@ -13,17 +13,17 @@ import type { AlertHub } from '../alerts/hub.js';
 import { watchForSilentBcc } from '../alerts/silent-bcc.js';
 import type { MailIntent } from '../core/intent.js';
 import type { Logger } from '../core/log.js';
-import { decide, judgeRecipient, REASONS, SEVERITY, unknownDomainsOf, type Decision, type Reason } from '../policy/decide.js';
+import { decide, REASONS, SEVERITY, unknownDomainsOf, type Decision, type Reason } from '../policy/decide.js';
 import type { AgentHistory } from '../policy/history.js';
 import { decisionFields } from '../policy/record.js';
 import type { Policy } from '../policy/types.js';
 import { newEventId, type AuditInput } from '../store/audit.js';
-import type { Releaser } from '../delivery/quarantine.js';
-import type { QuarantineEntry, Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { RequestShapeError, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
 import { decodeBody, readBody } from './body.js';
 import { BodyError, type Json } from './json.js';
 import { endpointFor, providerFor } from './providers/index.js';
+import type { HeldRequest } from './release.js';
 import type { HttpUpstream, Target } from './upstream.js';
 
 export interface HttpContext {
@@ -43,15 +43,6 @@ export interface Origin {
 }
 
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
-
-/** A request held in quarantine: enough to send it again, byte for byte, on release. */
-interface HeldRequest {
-  target: Target;
-  method: string;
-  url: string;
-  headers: Record<string, string | string[]>;
-  body: string; // base64 of the decoded body
-}
 
 const STATUS: Record<BodyError['kind'], number> = { malformed: 400, differential: 403, unsupported: 415, too_large: 413 };
 
@@ -211,46 +202,6 @@ export class HttpInspector {
     } catch (e) {
       this.upstreamFailed(res, provider, target, e as Error, { ...record, action: 'failed' });
     }
-  }
-
-  /**
-   * Release a held request: read again with the adapter, recipients the policy in force now does
-   * not allow removed (a human approves the content, not unknown recipients), then sent as held.
-   */
-  async release(entry: QuarantineEntry & { raw: Buffer }, policy: Policy, actor = 'admin'): ReturnType<Releaser> {
-    const held = JSON.parse(entry.raw.toString('utf8')) as HeldRequest;
-    const provider = providerFor(held.target.host);
-    const q = held.url.indexOf('?');
-    const path = q === -1 ? held.url : held.url.slice(0, q);
-    const match = provider && endpointFor(provider, held.method, path);
-    if (!provider || !match) return { ok: false, status: 409, error: 'the held request no longer matches a send endpoint postguard knows' };
-    const original = Buffer.from(held.body, 'base64');
-    const contentType = String(held.headers['content-type'] ?? '');
-    const extracted = await match.endpoint.read({ method: held.method, host: held.target.host, path, query: new URLSearchParams(q === -1 ? '' : held.url.slice(q + 1)), headers: held.headers, mediaType: contentType.split(';')[0]!.trim().toLowerCase(), contentType, body: original, params: match.params });
-    await Promise.all(extracted.messages.map((m) => m.settle()));
-    const signed = provider.signed?.(held.headers) ?? false;
-    const kept: string[] = [];
-    const dropped: string[] = [];
-    for (const m of extracted.messages) {
-      for (const r of m.recipients) {
-        if (judgeRecipient(policy, entry.agent, r.mailbox)) {
-          if (r.delivers) kept.push(r.mailbox.address);
-        } else if (r.strip && !signed) {
-          r.strip();
-          dropped.push(r.mailbox.address);
-        } else return { ok: false, status: 409, error: `${r.mailbox.address} (${r.source}) is not allowed by the current policy and cannot be removed from this request` };
-      }
-    }
-    if (kept.length === 0) return { ok: false, status: 409, error: `no recipient is allowed by the current policy (${dropped.join(', ')})` };
-    const out = dropped.length ? extracted.body() : { body: original };
-    const headers = { ...held.headers, 'content-length': String(out.body.length), ...(out.contentType ? { 'content-type': out.contentType } : {}) };
-    const r = await this.ctx.upstream.send(held.target, held.method, held.url, headers, out.body);
-    const record = this.ctx.store.record({
-      kind: 'message', channel: 'http', action: r.status < 300 ? 'released' : 'upstream_rejected', ref: entry.id, provider: provider.id, endpoint: match.endpoint.name,
-      host: held.target.host, method: held.method, path, agent: entry.agent, released_by: actor, status: r.status, recipients: { kept: [...new Set(kept)], stripped: [...new Set(dropped)] }, policy_version: policy.version,
-    });
-    if (r.status >= 300) return { ok: false, status: 502, error: `${provider.name} answered ${r.status}: ${r.body.slice(0, 300)}` };
-    return { ok: true, status: 'delivered', delivered_to: [...new Set(kept)], dropped: [...new Set(dropped)], delivery_audit_id: record.id };
   }
 
   /** A response we read ourselves (to learn a draft's id) is sent on unchanged. */

@@ -231,3 +231,22 @@ describe('quarantine of an HTTP request, and release', () => {
     }
   });
 });
+
+describe('held HTTP requests are shown without their credentials', () => {
+  it('masks the provider token in GET /api/quarantine/{id}, keeps it for the replay', async () => {
+    const sink = await startHttpsSink([PM]);
+    const r = await startTestRelay({ policy: companyPolicy({ unknown: 'quarantine' }), env: { POSTGUARD_RESOLVE: sink.resolve([PM]), POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    try {
+      const res = await postJson(r, `https://${PM}/email`, mail({ Bcc: 'phan@giftshop.club' }), ['X-Postmark-Server-Token: very-secret-token']);
+      const id = JSON.parse(res.body).postguard.id;
+      const shown = await adminGet(r, `/api/quarantine/${id}`);
+      const text = Buffer.from(shown.body.raw_base64, 'base64').toString('utf8');
+      expect(text).not.toContain('very-secret-token');
+      expect(JSON.parse(text)).toMatchObject({ method: 'POST', url: '/email', headers: { 'x-postmark-server-token': '(masked)' } });
+      expect(JSON.parse(JSON.parse(text).body)).toMatchObject({ Bcc: 'phan@giftshop.club' });
+    } finally {
+      await r.close();
+      await sink.close();
+    }
+  });
+});

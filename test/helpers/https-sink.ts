@@ -14,6 +14,8 @@ export interface SinkRequest {
   url: string;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  /** The client port of the connection it came on: the same port twice = a reused (pooled) connection. */
+  remotePort: number;
   /** The body as JSON, when it is JSON. */
   json?: any;
 }
@@ -54,7 +56,7 @@ export async function startHttpsSink(names: string[], opts: { selfSigned?: boole
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const r: SinkRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body };
+      const r: SinkRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, remotePort: req.socket.remotePort ?? 0 };
       if (/json/.test(String(req.headers['content-type'] ?? ''))) {
         try {
           r.json = JSON.parse(body.toString('utf8'));

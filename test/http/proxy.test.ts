@@ -81,6 +81,17 @@ describe('routing: inspect, tunnel or refuse', () => {
     expect(sink.requests).toHaveLength(0);
   });
 
+  it('offers clients HTTP/1.1 only (ALPN), and keeps upstream connections alive across clients', async () => {
+    sink.requests.length = 0;
+    const a = await curl(r, `https://${PM}/email`, ['-v', '--http2', '-X', 'POST', '-H', 'content-type: application/json', '--data-binary', '@-'], mail());
+    expect(a.status).toBe(200);
+    expect(a.stderr).toMatch(/ALPN: server accepted http\/1\.1|ALPN, server accepted to use http\/1\.1/);
+    const b = await postJson(r, `https://${PM}/email`, mail());
+    expect(b.status).toBe(200);
+    expect(sink.requests).toHaveLength(2);
+    expect(sink.requests[1]!.remotePort).toBe(sink.requests[0]!.remotePort);
+  });
+
   it('answers a non-proxy request with a clear 400', async () => {
     const res = await fetch(`http://127.0.0.1:${r.proxyPort}/`);
     expect(res.status).toBe(400);

@@ -51,6 +51,19 @@ describe('hostile bodies and framing', () => {
     expect(sink.requests).toHaveLength(0);
   });
 
+  it('takes a body up to the provider limit (a 27 MB batch with attachments; curl sends Expect: 100-continue)', async () => {
+    const content = Buffer.alloc(10 * 1024 * 1024, 'postguard ').toString('base64');
+    const one = (to: string) => ({ From: 'agent@company.com', To: to, Subject: 'big', TextBody: 't', Attachments: [{ Name: 'a.bin', ContentType: 'application/octet-stream', Content: content }] });
+    const body = JSON.stringify([one('alice@company.com'), one('bob@company.com, phan@giftshop.club')]);
+    expect(body.length).toBeGreaterThan(26 * 1024 * 1024);
+    const res = await curl(r, `https://${PM}/email/batch`, ['-v', '-X', 'POST', '-H', 'content-type: application/json', '--data-binary', '@-'], body);
+    expect(res.status).toBe(200);
+    expect(res.stderr).toMatch(/Expect: 100-continue/);
+    expect(sink.requests).toHaveLength(1);
+    expect(sink.requests[0]!.json[1].To).toBe('bob@company.com');
+    expect(sink.requests[0]!.json[0].Attachments[0].Content).toBe(content);
+  });
+
   it('reads a chunked body like any other', async () => {
     const res = await curl(r, URL, ['-X', 'POST', '-H', 'content-type: application/json', '-H', 'transfer-encoding: chunked', '--data-binary', '@-'], attack);
     expect(res.status).toBe(200);

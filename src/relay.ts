@@ -54,6 +54,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   const { ca, created } = loadOrCreateCa(cfg.certsDir);
   if (created) log('info', 'ca_created', { dir: cfg.certsDir, ...ca.info() });
   const store = Store.open(cfg.dataDir);
+  store.onBackgroundError = (e) => log('error', 'audit_write_failed', { error: e.message });
   const adminToken = cfg.adminToken ?? loadOrCreateToken(cfg.dataDir, opts.printToken ?? ((l) => process.stderr.write(l)));
 
   // The policy's webhook is read at each alert, so a reload that changes it applies at once.

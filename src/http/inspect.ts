@@ -74,7 +74,7 @@ export class HttpInspector {
     if (READS.has(method)) {
       // Reads carry no mail: passed on as they are, streamed.
       try {
-        const r = await this.ctx.upstream.forward(req, res, target, 'stream');
+        const r = await this.ctx.upstream.stream(req, res, target);
         this.note({ ...base, kind: 'http', action: 'passed', status: r.status });
       } catch (e) {
         this.upstreamFailed(res, provider, target, e as Error, { ...base, kind: 'http', action: 'failed' });
@@ -238,14 +238,11 @@ export class HttpInspector {
     res.end(e.body);
   }
 
-  /** Audit from a request handler: a storage fault must not take the relay down. */
+  /** Audit from a request handler, batched with the turn's other records; a storage fault is logged, never thrown. */
   private note(input: AuditInput): void {
-    try {
-      this.ctx.store.record(input);
-    } catch (e) {
-      this.ctx.log('error', 'audit_write_failed', { action: input.action, error: (e as Error).message });
-    }
+    this.ctx.store.recordSoon(input);
   }
+
 }
 
 function intentOf(id: string, agent: string | null, m: MessageFacts, req: Extracted, size: number): MailIntent {

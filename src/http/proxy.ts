@@ -128,7 +128,7 @@ export class HttpChannel {
         return await this.inspector.handle(req, res, { scheme: 'https', host, port: 443 }, origin);
       }
       if (host && this.allowed(host)) {
-        const r = await this.ctx.upstream.forward(req, res, { scheme: url.protocol === 'https:' ? 'https' : 'http', host, port }, 'stream');
+        const r = await this.ctx.upstream.stream(req, res, { scheme: url.protocol === 'https:' ? 'https' : 'http', host, port });
         this.note({ kind: 'http', action: 'passed', channel: 'http', method: req.method, host, port, agent: origin.agent, client: origin.client, status: r.status });
         return;
       }
@@ -186,8 +186,8 @@ export class HttpChannel {
       return void res.end();
     }
     // The TLS connection decides where the bytes go; a Host header naming another host is a confusion attempt.
-    const hostHeader = hostName((req.headers.host ?? '').replace(/:443$/, ''));
-    if (hostHeader !== c.target.host) {
+    const raw = (req.headers.host ?? '').toLowerCase().replace(/:443$/, '');
+    if (raw !== c.target.host && hostName(raw) !== c.target.host) {
       req.resume();
       res.writeHead(400, { 'content-type': 'text/plain', connection: 'close' });
       return void res.end(`postguard: Host header does not match the connection (${c.target.host})\n`);
@@ -232,7 +232,7 @@ export class HttpChannel {
   private deny(host: string, port: number, origin: Origin, method: string): string {
     const shown = host.slice(0, 255);
     const record = this.note({ kind: 'http', action: 'denied', channel: 'http', method, host: shown, port, agent: origin.agent, client: origin.client, via: origin.via, rule: 'http.allow', reason: REASONS.egress });
-    this.ctx.alerts.raise({ kind: 'egress_denied', severity: 'normal', agent: origin.agent, channel: 'http', event_id: record?.id, summary: `refused ${method} to ${shown}:${port} from ${origin.agent ? `agent ${origin.agent}` : origin.client}: ${REASONS.egress}` });
+    this.ctx.alerts.raise({ kind: 'egress_denied', severity: 'normal', agent: origin.agent, channel: 'http', event_id: record, summary: `refused ${method} to ${shown}:${port} from ${origin.agent ? `agent ${origin.agent}` : origin.client}: ${REASONS.egress}` });
     return `${shown}:${port} is not a mail-API host postguard inspects and not on the policy's HTTP allowlist (http.allow); egress is denied by default`;
   }
 
@@ -265,14 +265,10 @@ export class HttpChannel {
     res.end(`postguard: ${(e as { code?: string }).code ?? 'internal error'}\n`);
   }
 
-  private note(input: Parameters<HttpContext['store']['record']>[0]) {
-    try {
-      return this.ctx.store.record(input);
-    } catch (e) {
-      this.ctx.log('error', 'audit_write_failed', { action: input.action, error: (e as Error).message });
-      return undefined;
-    }
+  private note(input: Parameters<HttpContext['store']['recordSoon']>[0]): string {
+    return this.ctx.store.recordSoon(input);
   }
+
 }
 
 /** Is `host` on the policy's HTTP egress allowlist? Domains compared as A-labels; IPs only exactly. */

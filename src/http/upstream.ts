@@ -1,15 +1,18 @@
-// Forwarding to the real provider (and to allowlisted hosts): `http-proxy-3` on pooled keep-alive
-// agents whose connections honour POSTGUARD_RESOLVE and always verify TLS (bundled store +
-// POSTGUARD_UPSTREAM_CA), with the certificate checked against the name the agent asked for.
+// Forwarding to the real provider (and to allowlisted hosts), on pooled keep-alive agents whose
+// connections honour POSTGUARD_RESOLVE and always verify TLS (bundled store + POSTGUARD_UPSTREAM_CA)
+// against the name the agent asked for.
+//
+// Two ways out: an inspected request's body is already in memory, decided and possibly edited, so
+// it is sent with one `https.request(...).end(body)`; streamed requests (reads, plain-HTTP requests
+// to allowlisted hosts) go through `http-proxy-3`, which does the piping and header passing.
 
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
-import { Readable } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { createProxyServer } from 'http-proxy-3';
 import type { ResolveMap } from '../config.js';
-import { resolveTarget, sniFor, upstreamCa } from '../tls/trust.js';
+import { resolveTarget, sniFor, upstreamSecureContext } from '../tls/trust.js';
 
 export interface Target {
   scheme: 'https' | 'http';
@@ -24,26 +27,30 @@ export interface UpstreamReply {
   headers?: IncomingMessage['headers'];
 }
 
-/** Hop-by-hop and framing headers: never forwarded as the client sent them. */
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'];
+/** Hop-by-hop and framing headers (RFC 9110 §7.6.1): never passed on as received. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']);
+const TIMEOUT_MS = 120_000;
 
 export class HttpUpstream {
   private readonly tlsAgent: HttpsAgent;
   private readonly plainAgent: HttpAgent;
-  private readonly proxy = createProxyServer({ xfwd: false, secure: true, proxyTimeout: 120_000, timeout: 120_000 });
-
-  private readonly waiting = new WeakMap<IncomingMessage, { capture: boolean; resolve: (r: UpstreamReply) => void; reject: (e: Error) => void }>();
+  private readonly proxy = createProxyServer({ xfwd: false, secure: true, proxyTimeout: TIMEOUT_MS, timeout: TIMEOUT_MS });
+  private readonly waiting = new WeakMap<IncomingMessage, { resolve: (r: UpstreamReply) => void; reject: (e: Error) => void }>();
 
   constructor(private readonly opts: { resolve: ResolveMap; extraCa: string | null }) {
-    this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => this.onProxyRes(proxyRes, req));
-    const ca = upstreamCa(opts.extraCa);
+    this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
+      const w = this.waiting.get(req);
+      this.waiting.delete(req);
+      w?.resolve({ status: proxyRes.statusCode ?? 502 });
+    });
+    const secureContext = upstreamSecureContext(opts.extraCa);
     const resolve = opts.resolve;
     const agentOpts = { keepAlive: true, maxSockets: 64, maxFreeSockets: 16, timeout: 60_000, scheduling: 'lifo' as const };
     this.tlsAgent = new (class extends HttpsAgent {
       override createConnection(o: ConnectionOptions & { host?: string; port?: number }, cb?: (err: Error | null, s: Socket) => void): Socket {
         const name = o.servername || o.host!;
         const to = resolveTarget(resolve, o.host!, Number(o.port));
-        return tlsConnect({ ...o, host: to.host, port: to.port, servername: sniFor(name), ca, rejectUnauthorized: true, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] }, cb as never);
+        return tlsConnect({ ...o, host: to.host, port: to.port, servername: sniFor(name), secureContext, rejectUnauthorized: true, ALPNProtocols: ['http/1.1'] }, cb as never);
       }
     })(agentOpts);
     this.plainAgent = new (class extends HttpAgent {
@@ -57,60 +64,48 @@ export class HttpUpstream {
   }
 
   /**
-   * Send `req` (whose body was already read: `body`) to `target` and stream the reply to `res`.
-   * With `capture`, the reply body is returned instead and the caller answers.
+   * Send an inspected request with its (decoded, possibly edited) `body` and stream the reply to
+   * `res`. With `capture`, the reply body is returned instead and the caller answers.
    */
-  forward(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer | 'stream', capture = false): Promise<UpstreamReply> {
-    const chunked = req.headers['transfer-encoding'] !== undefined;
-    for (const h of HOP_BY_HOP) delete req.headers[h];
-    if (body !== 'stream') {
-      delete req.headers['content-encoding']; // the body sent on is the decoded one we inspected
-      req.headers['content-length'] = String(body.length);
-    } else if (chunked) req.headers['transfer-encoding'] = 'chunked';
+  forward(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer, capture = false): Promise<UpstreamReply> {
+    const headers: OutgoingHttpHeaders = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && k !== 'content-encoding') headers[k] = v;
+    headers['content-length'] = body.length;
     return new Promise((resolve, reject) => {
-      this.waiting.set(req, { capture, resolve, reject });
-      this.proxy.web(
-        req,
-        res,
-        {
-          target: { protocol: `${target.scheme}:`, host: target.host, port: target.port },
-          agent: target.scheme === 'https' ? this.tlsAgent : this.plainAgent,
-          buffer: body !== 'stream' ? Readable.from([body]) : undefined,
-          selfHandleResponse: capture,
-          changeOrigin: false,
-        },
-        (err: Error) => {
-          this.waiting.delete(req);
-          reject(err);
-        },
-      );
+      let ended = false;
+      const up = this.request(target, req.method ?? 'POST', req.url ?? '/', headers, (reply) => {
+        reply.once('end', () => (ended = true));
+        const status = reply.statusCode ?? 502;
+        if (capture) return void collect(reply).then((b) => resolve({ status, body: b, headers: reply.headers }), reject);
+        res.writeHead(status, passable(reply.rawHeaders));
+        reply.pipe(res);
+        resolve({ status });
+      });
+      up.on('error', reject);
+      // The agent went away mid-exchange: stop the upstream one too (a finished one stays pooled).
+      res.once('close', () => ended || up.destroy());
+      up.end(body);
     });
   }
 
-  private onProxyRes(proxyRes: IncomingMessage, req: IncomingMessage): void {
-    const w = this.waiting.get(req);
-    if (!w) return;
-    this.waiting.delete(req);
-    if (!w.capture) return w.resolve({ status: proxyRes.statusCode ?? 502 });
-    const chunks: Buffer[] = [];
-    proxyRes.on('data', (c: Buffer) => chunks.push(c));
-    proxyRes.on('end', () => w.resolve({ status: proxyRes.statusCode ?? 502, body: Buffer.concat(chunks), headers: proxyRes.headers }));
-    proxyRes.on('error', w.reject);
+  /** Pass a request on as it streams in (reads; plain HTTP to allowlisted hosts), via http-proxy-3. */
+  stream(req: IncomingMessage, res: ServerResponse, target: Target): Promise<UpstreamReply> {
+    for (const h of HOP_BY_HOP) if (h !== 'transfer-encoding') delete req.headers[h];
+    return new Promise((resolve, reject) => {
+      this.waiting.set(req, { resolve, reject });
+      this.proxy.web(req, res, { target: { protocol: `${target.scheme}:`, host: target.host, port: target.port }, agent: target.scheme === 'https' ? this.tlsAgent : this.plainAgent, changeOrigin: false }, (err: Error) => {
+        this.waiting.delete(req);
+        reject(err);
+      });
+    });
   }
 
   /** Send a stored request (a quarantine release) and read the whole reply. */
-  send(target: Target, method: string, path: string, headers: Record<string, string | string[]>, body: Buffer): Promise<{ status: number; body: string }> {
-    const request = target.scheme === 'https' ? httpsRequest : httpRequest;
+  send(target: Target, method: string, path: string, headers: OutgoingHttpHeaders, body: Buffer): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-      const r = request({ host: target.host, port: target.port, method, path, headers, agent: target.scheme === 'https' ? this.tlsAgent : this.plainAgent, timeout: 120_000 }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 502, body: Buffer.concat(chunks).toString('utf8').slice(0, 2000) }));
-        res.on('error', reject);
-      });
-      r.on('timeout', () => r.destroy(new Error('upstream timed out')));
-      r.on('error', reject);
-      r.end(body);
+      const up = this.request(target, method, path, headers, (reply) => void collect(reply).then((b) => resolve({ status: reply.statusCode ?? 502, body: b.toString('utf8').slice(0, 2000) }), reject));
+      up.on('error', reject);
+      up.end(body);
     });
   }
 
@@ -125,4 +120,27 @@ export class HttpUpstream {
     this.plainAgent.destroy();
     this.proxy.close();
   }
+
+  private request(target: Target, method: string, path: string, headers: OutgoingHttpHeaders, onReply: (reply: IncomingMessage) => void) {
+    const https = target.scheme === 'https';
+    const up = (https ? httpsRequest : httpRequest)({ host: target.host, port: target.port, method, path, headers, agent: https ? this.tlsAgent : this.plainAgent, timeout: TIMEOUT_MS }, onReply);
+    up.on('timeout', () => up.destroy(new Error(`no answer from ${target.host} in ${TIMEOUT_MS / 1000} s`)));
+    return up;
+  }
+}
+
+function collect(s: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks)));
+    s.on('error', reject);
+  });
+}
+
+/** Response headers as received (case, order, repeats), minus the hop-by-hop ones. */
+function passable(raw: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
+  return out;
 }

@@ -4,7 +4,7 @@
 
 import { PassThrough } from 'node:stream';
 import type { ResolveMap } from '../config.js';
-import { resolveTarget, sniFor, upstreamCa } from '../tls/trust.js';
+import { resolveTarget, sniFor, upstreamSecureContext } from '../tls/trust.js';
 import { SmtpPool, type Session } from './pool.js';
 
 /** A recipient the upstream refused while taking the message for the others. */
@@ -64,7 +64,7 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
       secure,
       requireTLS: !secure, // STARTTLS or nothing: a downgrade is a failed delivery, not plaintext
       servername: sniFor(host),
-      tls: { rejectUnauthorized: true, minVersion: 'TLSv1.2', ca: upstreamCa(opts.extraCa) },
+      tls: { rejectUnauthorized: true, minVersion: 'TLSv1.2', secureContext: upstreamSecureContext(opts.extraCa) },
       connectionTimeout: 10_000,
       greetingTimeout: 10_000,
       // Long enough for a cut-through session to wait while the agent uploads a large message.

@@ -47,13 +47,33 @@ function sender(holder: JsonObject, facts: MessageFacts, where: string): void {
   addressObject(field(holder, 'from'), facts, `${where}from`, (email) => facts.sender(email, `${where}from`));
 }
 
-/** Reply addresses cannot be stripped (the agent chose where answers go): an unknown one blocks. */
-function replyTo(body: JsonObject, facts: MessageFacts): void {
-  addressObject(field(body, 'reply_to'), facts, 'reply_to', (email) => facts.address(email, 'reply-to', 'reply_to', null, false));
+/**
+ * Reply addresses cannot be stripped (the agent chose where answers go): an unknown one blocks.
+ * Returns them as written, for `substitutedReplyTo`.
+ */
+function replyTo(body: JsonObject, facts: MessageFacts): string[] {
+  const seen: string[] = [];
+  const one = (source: string) => (email: Json | undefined) => {
+    if (typeof email === 'string') seen.push(email);
+    facts.address(email, 'reply-to', source, null, false);
+  };
+  addressObject(field(body, 'reply_to'), facts, 'reply_to', one('reply_to'));
   const list = field(body, 'reply_to_list');
-  if (list === undefined || list === null) return;
-  if (!Array.isArray(list)) return facts.problem('request.type', 'reply_to_list: expected an array');
-  list.forEach((p, i) => addressObject(p, facts, `reply_to_list[${i}]`, (email) => facts.address(email, 'reply-to', `reply_to_list[${i}]`, null, false)));
+  if (Array.isArray(list)) list.forEach((p, i) => addressObject(p, facts, `reply_to_list[${i}]`, one(`reply_to_list[${i}]`)));
+  else if (list !== undefined && list !== null) facts.problem('request.type', 'reply_to_list: expected an array');
+  return seen;
+}
+
+/**
+ * SendGrid substitutes into the reply-to as well as subject and content (`substitutions`, and
+ * `dynamic_template_data` through Handlebars): a reply address a tag can rewrite is not the one
+ * that was judged.
+ */
+function substitutedReplyTo(replies: readonly string[], p: JsonObject, sections: Json | undefined, facts: MessageFacts, where: string): void {
+  const tags = [field(p, 'substitutions'), sections].flatMap((m) => (isObject(m) ? Object.keys(m) : [])).filter((t) => t !== '');
+  for (const email of replies) {
+    if (email.includes('{{') || tags.some((t) => email.includes(t))) facts.problem('request.substituted_reply_to', `${where}: the reply-to ${JSON.stringify(email.slice(0, 80))} holds a substitution tag, so SendGrid would send replies to an address postguard never saw`);
+  }
 }
 
 /** `headers: {Name: "value"}`: recipient headers are recipients, X-SMTPAPI is read as SendGrid reads it. */
@@ -90,10 +110,10 @@ function smtpApi(value: Json | undefined, facts: MessageFacts, source: string): 
   facts.onlyKeys(doc, SMTPAPI, source);
 }
 
-/** Subject, bodies, attachments, settings: what the request shares with every personalization. */
-function shared(body: JsonObject, facts: MessageFacts): void {
+/** Subject, bodies, attachments, settings: what the request shares with every personalization. Returns the reply-to addresses. */
+function shared(body: JsonObject, facts: MessageFacts): string[] {
   sender(body, facts, '');
-  replyTo(body, facts);
+  const replies = replyTo(body, facts);
   headers(body, facts, '');
   facts.text('subject', field(body, 'subject'));
   facts.text('sections', field(body, 'sections'));
@@ -110,6 +130,7 @@ function shared(body: JsonObject, facts: MessageFacts): void {
     facts.base64Attachment(field(a, 'filename'), field(a, 'type'), field(a, 'content'), where);
   });
   mailSettings(body, facts);
+  return replies;
 }
 
 function mailSettings(body: JsonObject, facts: MessageFacts): void {
@@ -123,7 +144,8 @@ function mailSettings(body: JsonObject, facts: MessageFacts): void {
     facts.onlyKeys(bcc, keys('enable', 'email'), 'mail_settings.bcc');
     // Counted whatever `enable` says: how SendGrid reads a truthy non-boolean is not ours to guess.
     const email = field(bcc, 'email');
-    if (email !== undefined && email !== null && email !== '') facts.address(email, 'bcc', 'mail_settings.bcc.email', () => void delete settings[keyOf(settings, 'bcc')!]);
+    const k = keyOf(settings, 'bcc')!;
+    if (email !== undefined && email !== null && email !== '') facts.address(email, 'bcc', 'mail_settings.bcc.email', () => void delete settings[k]);
   } else if (bcc !== undefined && bcc !== null) facts.problem('request.type', 'mail_settings.bcc: expected {enable, email}');
   const spam = field(settings, 'spam_check');
   if (isObject(spam)) {
@@ -159,11 +181,14 @@ const endpoints: Endpoint[] = [
       const body = requireObject(parseStrictJson(utf8Text(req.body)));
       const common = new MessageFacts('request');
       common.onlyKeys(body, BODY, 'body');
-      shared(body, common);
+      const replies = shared(body, common);
       const messages = requireArray(field(body, 'personalizations'), 'personalizations').map((p, i) => {
-        const facts = new MessageFacts(`personalizations[${i}]`);
-        if (isObject(p)) readPersonalization(p, facts, `personalizations[${i}]`);
-        else facts.problem('request.type', `personalizations[${i}]: expected an object`);
+        const where = `personalizations[${i}]`;
+        const facts = new MessageFacts(where);
+        if (isObject(p)) {
+          readPersonalization(p, facts, where);
+          substitutedReplyTo(replies, p, field(body, 'sections'), facts, where);
+        } else facts.problem('request.type', `${where}: expected an object`);
         facts.inherit(common);
         return facts;
       });

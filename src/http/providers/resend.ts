@@ -1,14 +1,139 @@
-// Resend (resend.com/docs/api-reference/emails). TODO: endpoints.
+// Resend (resend.com/docs/api-reference/emails/send-email, …/send-batch-emails; field names as the
+// official `resend` SDK 6.x serializes them in parseEmailToApiOptions). `to`/`cc`/`bcc`/`reply_to`
+// are a string or an array of strings, and Resend reads every string as an address list, so
+// `"alice@company.com, phan@giftshop.club"` is two recipients (S24). Custom headers are an object.
 
-import type { Endpoint, Provider } from '../adapter.js';
+import { formatMailbox, type Mailbox } from '../../core/address.js';
+import type { RecipientField } from '../../core/intent.js';
+import { field, isObject, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider, type RequestInfo } from '../adapter.js';
+import { utf8Text } from '../body.js';
+import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
 
-const endpoints: Endpoint[] = [];
+// `react` is rendered to `html` by the SDK and never sent; a body carrying it is not one Resend takes.
+const EMAIL = keys('from', 'to', 'cc', 'bcc', 'reply_to', 'subject', 'html', 'text', 'headers', 'attachments', 'tags', 'scheduled_at', 'template', 'topic_id');
+const ATTACHMENT = keys('content', 'filename', 'path', 'content_type', 'content_id');
+const TEMPLATE = keys('id', 'variables');
+
+const joined = (kept: Mailbox[]) => kept.map((m) => formatMailbox(m)).join(', ');
+
+/** A string or an array of strings, each an address list; a strip rewrites the field in the form it came in. */
+function addressField(msg: JsonObject, name: string, f: RecipientField, facts: MessageFacts, where: string, editable = true): void {
+  const k = keyOf(msg, name);
+  if (k === undefined || msg[k] === null) return;
+  const value = msg[k]!;
+  const source = `${where}${name}`;
+  const delivers = f !== 'reply-to';
+  if (typeof value === 'string') {
+    facts.addressList(value, f, source, editable ? (kept) => (kept.length ? void (msg[k] = joined(kept)) : void delete msg[k]) : null, delivers);
+    return;
+  }
+  if (!Array.isArray(value)) return facts.problem('request.type', `${source}: expected a string or an array of strings`);
+  const parts: Json[] = [...value];
+  value.forEach((item, i) => {
+    if (typeof item !== 'string') return facts.problem('request.type', `${source}[${i}]: expected an address string`);
+    const write = (kept: Mailbox[]) => {
+      parts[i] = joined(kept);
+      const left = parts.filter((p) => p !== '');
+      if (left.length) msg[k] = left;
+      else delete msg[k];
+    };
+    facts.addressList(item, f, `${source}[${i}]`, editable ? write : null, delivers);
+  });
+}
+
+function readEmail(msg: JsonObject, facts: MessageFacts, where: string): void {
+  facts.onlyKeys(msg, EMAIL, where || 'body');
+  const at = where ? `${where}.` : '';
+  addressField(msg, 'to', 'to', facts, at);
+  addressField(msg, 'cc', 'cc', facts, at);
+  addressField(msg, 'bcc', 'bcc', facts, at);
+  addressField(msg, 'reply_to', 'reply-to', facts, at, false);
+  facts.sender(field(msg, 'from'), `${at}from`);
+  facts.text('subject', field(msg, 'subject'));
+  facts.text('text', field(msg, 'text'));
+  facts.text('html', field(msg, 'html'));
+  facts.text('tags', field(msg, 'tags'));
+  readHeaders(msg, facts, at);
+  readAttachments(msg, facts, at);
+  readTemplate(msg, facts, at);
+}
+
+function readHeaders(msg: JsonObject, facts: MessageFacts, at: string): void {
+  const headers = field(msg, 'headers');
+  if (headers === undefined || headers === null) return;
+  if (!isObject(headers)) return facts.problem('request.type', `${at}headers: expected an object of header names and values`);
+  for (const name of Object.keys(headers)) {
+    facts.header(name, headers[name], `${at}headers.${name}`, (v) => (v === null ? void delete headers[name] : void (headers[name] = v)));
+  }
+}
+
+function readAttachments(msg: JsonObject, facts: MessageFacts, at: string): void {
+  const list = field(msg, 'attachments');
+  if (list === undefined || list === null) return;
+  if (!Array.isArray(list)) return facts.problem('request.type', `${at}attachments: expected an array`);
+  list.forEach((a, i) => {
+    const source = `${at}attachments[${i}]`;
+    if (!isObject(a)) return facts.problem('request.type', `${source}: expected an object`);
+    facts.onlyKeys(a, ATTACHMENT, source);
+    const path = field(a, 'path');
+    if (path !== undefined && path !== null) {
+      // Resend downloads `path` itself: the detectors never see the file, and the URL (query
+      // string included) goes to whatever host it names, a channel out of its own.
+      return facts.problem('request.remote_attachment', `${source}.path: Resend fetches this attachment from a URL postguard cannot inspect; send it as base64 \`content\` instead`);
+    }
+    facts.base64Attachment(field(a, 'filename'), field(a, 'content_type'), field(a, 'content'), source);
+  });
+}
+
+/**
+ * A published template supplies the HTML (and defaults for from, subject, reply_to) from Resend's
+ * side. Templates hold no recipients, and the relay refuses the endpoints that create or edit
+ * them, so what they add was set up outside the agent's reach; the variables are checked here.
+ */
+function readTemplate(msg: JsonObject, facts: MessageFacts, at: string): void {
+  const template = field(msg, 'template');
+  if (template === undefined || template === null) return;
+  if (!isObject(template)) return facts.problem('request.type', `${at}template: expected {id, variables}`);
+  facts.onlyKeys(template, TEMPLATE, `${at}template`);
+  facts.text('template variables', field(template, 'variables'));
+}
+
+const json = (f: (doc: Json) => ReturnType<Endpoint['read']>) => (req: RequestInfo) => f(parseStrictJson(utf8Text(req.body)));
+
+const endpoints: Endpoint[] = [
+  {
+    name: 'emails', method: 'POST', path: /^\/emails\/?$/i,
+    read: json((doc) => {
+      const msg = requireObject(doc);
+      const facts = new MessageFacts('email');
+      readEmail(msg, facts, '');
+      return jsonRequest(msg, [facts]);
+    }),
+  },
+  {
+    // Up to 100 emails, each its own message; Resend's strict validation mode is the SDK's default.
+    name: 'emails.batch', method: 'POST', path: /^\/emails\/batch\/?$/i,
+    read: json((doc) => {
+      const messages = requireArray(doc, 'body').map((m, i) => {
+        const facts = new MessageFacts(`batch[${i}]`);
+        if (!isObject(m)) facts.problem('request.type', `batch[${i}]: expected an object`);
+        else readEmail(m, facts, `batch[${i}]`);
+        return facts;
+      });
+      return jsonRequest(doc, messages);
+    }),
+  },
+];
 
 export const resend: Provider = {
   id: 'resend',
   name: 'Resend',
   hosts: ['api.resend.com'],
   endpoints,
-  maxBody: 40 * 1024 * 1024,
-  error: (status, message) => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify({ statusCode: status, name: status === 403 ? 'restricted_api_key' : 'validation_error', message }) }),
+  maxBody: 40 * 1024 * 1024, // 40 MB per email after base64 (send-email docs)
+  error: (status, message) => ({
+    headers: { 'content-type': 'application/json' },
+    // Resend's shape {statusCode, name, message}; the SDK hands it back as `error`.
+    body: JSON.stringify({ statusCode: status, name: status === 429 ? 'rate_limit_exceeded' : status >= 500 ? 'application_error' : 'validation_error', message }),
+  }),
 };

@@ -68,4 +68,9 @@ export interface MailIntent {
   attachments: Attachment[];
   problems: Problem[];
   size: number;
+  /**
+   * False for a write that stores mail without sending it (a draft saved through an API): it may
+   * name no recipient yet. Recipients it does name are judged all the same.
+   */
+  sends?: boolean;
 }

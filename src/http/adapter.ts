@@ -37,14 +37,23 @@ export interface Extracted {
   problems: Problem[];
   /** The body to forward once the removals for stripped recipients have run. */
   body(): { body: Buffer; contentType?: string };
-  /** A stored object this request sends or edits (Gmail/Graph drafts): the inspector checks it was seen. */
+  /**
+   * A stored draft this request sends or edits (Gmail/Graph): allowed only if it was created
+   * through the relay, and then the recipients it was stored with are judged again with this request.
+   */
   draft?: { op: 'send' | 'update'; id: string };
+  /**
+   * False for a write that sends no mail now — a draft saved, a read-only action a provider takes
+   * as POST (SES `GetSendQuota`). Its messages (possibly none) are still decided; none is needed.
+   */
+  sends?: boolean;
 }
 
 export interface Endpoint {
   /** Short name for audit records and metrics, e.g. `email.batch`. */
   name: string;
-  method: 'POST' | 'PUT' | 'PATCH';
+  /** GET only where a provider sends mail from a query string (the SES query API takes GET). */
+  method: 'POST' | 'PUT' | 'PATCH' | 'GET';
   /** Matched against the path; capture groups become `params`. */
   path: RegExp;
   read(req: RequestInfo): Extracted | Promise<Extracted>;
@@ -57,6 +66,12 @@ export interface ErrorReply {
   body: string;
 }
 
+/** What a provider may need to shape a reply: which of its APIs the request used. */
+export interface ReplyContext {
+  path: string;
+  headers: IncomingHttpHeaders;
+}
+
 export interface Provider {
   id: string;
   name: string;
@@ -66,7 +81,12 @@ export interface Provider {
   /** The provider's own request size limit, in bytes of decoded body. */
   maxBody: number;
   /** An error in the provider's own shape, so its SDK surfaces our message. */
-  error(status: number, message: string): ErrorReply;
+  error(status: number, message: string, req: ReplyContext): ErrorReply;
+  /**
+   * The success reply for a request held in quarantine, in the shape the SDK parses (default: a
+   * 202 with `{"postguard": {...}}`). `id` is the audit id.
+   */
+  held?(id: string, message: string, req: RequestInfo): { status: number } & ErrorReply;
   /**
    * True when the request is signed over its body (SES SigV4): it cannot be rewritten, so a
    * recipient that would need stripping blocks it instead.

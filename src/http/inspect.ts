@@ -11,6 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { decisionAlert } from '../alerts/decision.js';
 import type { AlertHub } from '../alerts/hub.js';
 import { watchForSilentBcc } from '../alerts/silent-bcc.js';
+import { parseMailbox } from '../core/address.js';
 import type { MailIntent } from '../core/intent.js';
 import type { Logger } from '../core/log.js';
 import { decide, REASONS, SEVERITY, unknownDomainsOf, type Decision, type Reason } from '../policy/decide.js';
@@ -18,8 +19,8 @@ import type { AgentHistory } from '../policy/history.js';
 import { decisionFields } from '../policy/record.js';
 import type { Policy } from '../policy/types.js';
 import { newEventId, type AuditInput } from '../store/audit.js';
-import type { Store } from '../store/store.js';
-import { RequestShapeError, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
+import type { DraftRecipient, Store } from '../store/store.js';
+import { RequestShapeError, type ReplyContext, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
 import { decodeBody, readBody } from './body.js';
 import { BodyError, type Json } from './json.js';
 import { endpointFor, providerFor } from './providers/index.js';
@@ -43,6 +44,7 @@ export interface Origin {
 }
 
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
 
 const STATUS: Record<BodyError['kind'], number> = { malformed: 400, differential: 403, unsupported: 415, too_large: 413 };
 
@@ -71,8 +73,19 @@ export class HttpInspector {
       this.reply(res, provider, status, `postguard: ${message} [${id}]`);
     };
 
-    if (READS.has(method)) {
-      // Reads carry no mail: passed on as they are, streamed.
+    // A method-override header makes the provider run another method than the one inspected.
+    const override = METHOD_OVERRIDES.find((h) => req.headers[h] !== undefined);
+    if (override) {
+      req.resume();
+      return refuse(403, 'blocked', 'input', REASONS.differential, `the ${override} header is not accepted on mail-API hosts: the provider would run another method than the one inspected`);
+    }
+    const match = endpointFor(provider, method, path);
+    if (!match && READS.has(method)) {
+      // Reads carry no mail: passed on as they are, streamed. A body on one is where two servers disagree.
+      if (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0) {
+        req.resume();
+        return refuse(400, 'rejected', 'input', REASONS.input, `a ${method} request with a body is not accepted on mail-API hosts`);
+      }
       try {
         const r = await this.ctx.upstream.stream(req, res, target);
         this.note({ ...base, kind: 'http', action: 'passed', status: r.status });
@@ -81,8 +94,6 @@ export class HttpInspector {
       }
       return;
     }
-
-    const match = endpointFor(provider, method, path);
     if (!match) {
       req.resume();
       refuse(403, 'blocked', 'http.endpoints', REASONS.endpoint, `${method} ${path.slice(0, 200)} is not a send endpoint postguard knows for ${provider.name}; writes to unknown endpoints of mail-API hosts are refused`);
@@ -110,21 +121,25 @@ export class HttpInspector {
       if (e instanceof RequestShapeError) return refuse(400, 'rejected', 'input', REASONS.input, e.message, { endpoint: match.endpoint.name });
       throw e;
     }
-    if (extracted.messages.length === 0) return refuse(400, 'rejected', 'input', REASONS.input, 'request names no message to send', { endpoint: match.endpoint.name });
+    if (extracted.messages.length === 0) {
+      if (extracted.sends !== false) return refuse(400, 'rejected', 'input', REASONS.input, 'request names no message to send', { endpoint: match.endpoint.name });
+      // A write the adapter knows sends no mail (a read-only action over POST): passed on as it came.
+      return this.pass(req, res, provider, target, info.body, { ...base, kind: 'http', action: 'passed', endpoint: match.endpoint.name });
+    }
 
     // A request signed over its body (SES SigV4) cannot be edited: nothing in it can be stripped.
     if (provider.signed?.(req.headers)) {
       for (const m of extracted.messages) for (const r of m.recipients) [r.strippable, r.strip] = [false, undefined];
     }
-    if (extracted.draft && !this.ctx.store.draftSeen(provider.id, extracted.draft.id)) {
-      extracted.problems.push({ code: 'request.unseen_draft', detail: `draft ${extracted.draft.id.slice(0, 80)} was not created through postguard, so its recipients were never inspected` });
-    }
+    const draftBefore = extracted.draft ? this.ctx.store.draftRecipients(provider.id, extracted.draft.id) : undefined;
+    if (extracted.draft) this.addDraftRecipients(extracted, draftBefore);
 
     // Decide each message; the request goes on only if every one of them may.
     const historyKey = origin.agent ?? `client:${origin.client}`;
     const now = Date.now();
     const judged = extracted.messages.map((m) => {
       const intent = intentOf(id, origin.agent, m, extracted, info.body.length);
+      if (extracted.sends === false) intent.sends = false;
       const decision = decide(intent, policy, this.ctx.history.snapshot(historyKey, policy.limits, now));
       this.ctx.history.record(historyKey, policy.limits, now, { accepted: decision.action === 'deliver' || decision.action === 'quarantine', unknownDomains: unknownDomainsOf(decision.recipients) });
       watchForSilentBcc(this.ctx.history, this.ctx.alerts, historyKey, policy, intent, id);
@@ -169,8 +184,10 @@ export class HttpInspector {
           Buffer.from(JSON.stringify(held)),
         );
         raise();
-        res.writeHead(202, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ postguard: { status: 'quarantined', id, message: `Held for review by postguard: ${d.reason} (rule ${d.rule})` } }));
+        const message = `Held for review by postguard: ${d.reason} (rule ${d.rule}) [${id}]`;
+        const answer = provider.held?.(id, message, info) ?? { status: 202, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ postguard: { status: 'quarantined', id, message } }) };
+        res.writeHead(answer.status, { ...answer.headers, 'x-postguard': 'quarantined' });
+        res.end(answer.body);
         return;
       }
       case 'deliver':
@@ -196,7 +213,8 @@ export class HttpInspector {
     }
     try {
       const r = await this.ctx.upstream.forward(req, res, target, body, match.endpoint.createsDraft !== undefined);
-      if (r.body !== undefined) this.finishCaptured(res, r, provider, match.endpoint, id);
+      if (r.body !== undefined) this.finishCaptured(res, r);
+      if (r.status < 300) this.rememberDraft(provider, match.endpoint, extracted, r.body, judged, draftBefore, id);
       this.note({ ...record, action: r.status < 300 ? (stripped > 0 ? 'stripped' : 'forwarded') : 'upstream_rejected', status: r.status });
       raise();
     } catch (e) {
@@ -204,21 +222,63 @@ export class HttpInspector {
     }
   }
 
+  /** Forward a request unchanged (a write the adapter says sends nothing) and audit it as passed. */
+  private async pass(req: IncomingMessage, res: ServerResponse, provider: Provider, target: Target, body: Buffer, record: AuditInput & { id: string }): Promise<void> {
+    try {
+      const r = await this.ctx.upstream.forward(req, res, target, body);
+      this.note({ ...record, action: 'passed', status: r.status });
+    } catch (e) {
+      this.upstreamFailed(res, provider, target, e as Error, { ...record, action: 'failed' });
+    }
+  }
+
+  /**
+   * Sending or editing a stored draft: it must have been made through the relay, and the recipients
+   * it was stored with are part of this request's decision (judged under today's policy).
+   */
+  private addDraftRecipients(extracted: Extracted, stored: DraftRecipient[] | undefined): void {
+    const d = extracted.draft!;
+    if (!stored) {
+      extracted.problems.push({ code: 'request.unseen_draft', detail: `draft ${d.id.slice(0, 80)} was not created through postguard, so its recipients were never inspected` });
+      return;
+    }
+    for (const m of extracted.messages) {
+      for (const r of stored) {
+        const parsed = parseMailbox(r.address);
+        if (parsed.ok) m.recipients.push({ mailbox: parsed.value, field: r.field, source: `draft ${d.id.slice(0, 80)}`, delivers: d.op === 'send', strippable: false });
+      }
+    }
+  }
+
+  /** After a draft is created or edited: remember it, with every recipient it now holds. */
+  private rememberDraft(provider: Provider, endpoint: Endpoint, extracted: Extracted, reply: Buffer | undefined, judged: { intent: MailIntent; decision: Decision }[], before: DraftRecipient[] | undefined, eventId: string): void {
+    let draftId: string | null = null;
+    try {
+      if (endpoint.createsDraft && reply) draftId = endpoint.createsDraft(JSON.parse(reply.toString('utf8')) as Json);
+      else if (extracted.draft?.op === 'update') draftId = extracted.draft.id;
+    } catch (e) {
+      this.ctx.log('warn', 'http_draft_unreadable', { id: eventId, provider: provider.id, error: (e as Error).message });
+    }
+    if (!draftId) return;
+    const seen = new Map<string, DraftRecipient>((before ?? []).map((r) => [r.address, r]));
+    // What the draft holds now: everything named, minus what this request stripped from it.
+    for (const j of judged) {
+      j.intent.recipients.forEach((r, i) => {
+        const stripped = j.decision.mode === 'enforce' && j.decision.recipients[i]!.outcome === 'strip';
+        if (!stripped && r.field !== 'reply-to' && r.field !== 'notify') seen.set(r.mailbox.address, { address: r.mailbox.address, field: r.field });
+      });
+    }
+    this.ctx.store.rememberDraft(provider.id, draftId, eventId, [...seen.values()]);
+  }
+
   /** A response we read ourselves (to learn a draft's id) is sent on unchanged. */
-  private finishCaptured(res: ServerResponse, r: { status: number; body?: Buffer; headers?: IncomingMessage['headers'] }, provider: Provider, endpoint: Endpoint, id: string): void {
+  private finishCaptured(res: ServerResponse, r: { status: number; body?: Buffer; headers?: IncomingMessage['headers'] }): void {
     const headers = { ...r.headers };
     delete headers['transfer-encoding'];
     delete headers.connection;
     headers['content-length'] = String(r.body!.length);
     res.writeHead(r.status, headers);
     res.end(r.body);
-    if (r.status >= 300 || !endpoint.createsDraft) return;
-    try {
-      const draftId = endpoint.createsDraft(JSON.parse(r.body!.toString('utf8')) as Json);
-      if (draftId) this.ctx.store.rememberDraft(provider.id, draftId, id);
-    } catch (e) {
-      this.ctx.log('warn', 'http_draft_unreadable', { id, provider: provider.id, error: (e as Error).message });
-    }
   }
 
   private upstreamFailed(res: ServerResponse, provider: Provider, target: Target, err: Error, record: AuditInput & { id: string }): void {
@@ -233,7 +293,7 @@ export class HttpInspector {
 
   private reply(res: ServerResponse, provider: Provider, status: number, message: string): void {
     if (res.headersSent) return void res.destroy();
-    const e = provider.error(status, message);
+    const e = provider.error(status, message, replyContext(res.req));
     res.writeHead(status, { ...e.headers, 'x-postguard': 'refused' });
     res.end(e.body);
   }
@@ -258,6 +318,12 @@ function intentOf(id: string, agent: string | null, m: MessageFacts, req: Extrac
     problems: [...req.problems, ...m.problems],
     size,
   };
+}
+
+function replyContext(req: IncomingMessage): ReplyContext {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  return { path: q === -1 ? url : url.slice(0, q), headers: req.headers };
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

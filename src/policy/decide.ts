@@ -176,7 +176,7 @@ export function decide(intent: MailIntent, policy: Policy, history: HistorySnaps
   const strippedSet = unique(verdicts.filter((v) => v.outcome === 'strip').map((v) => v.address));
   const keepAll = unique(delivering.map((v) => v.address));
   const keepEnforced = unique(delivering.filter((v) => v.outcome === 'keep' || v.outcome === 'allow').map((v) => v.address));
-  if (action === 'deliver' && keepEnforced.length === 0) escalate('block', 'recipients', REASONS.noRecipients);
+  if (action === 'deliver' && keepEnforced.length === 0 && intent.sends !== false) escalate('block', 'recipients', REASONS.noRecipients);
   if (action === 'deliver' && strippedAny) reason = REASONS.stripped;
 
   const enforce = policy.mode === 'enforce';

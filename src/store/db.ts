@@ -66,12 +66,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
   state TEXT NOT NULL DEFAULT 'held'
 );
 -- Drafts created through the HTTP relay (Gmail, Graph): sending one by id is allowed only if its
--- content was inspected on the way in.
+-- content was inspected on the way in; its recipients (JSON [{address, field}]) are judged again then.
 CREATE TABLE IF NOT EXISTS http_drafts (
   provider TEXT NOT NULL,
   id TEXT NOT NULL,
   time TEXT NOT NULL,
   event_id TEXT NOT NULL,
+  recipients TEXT NOT NULL DEFAULT '[]',
   PRIMARY KEY (provider, id)
 );
 `;

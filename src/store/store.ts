@@ -2,6 +2,7 @@
 // quarantine. Storing a message and auditing it happen in one fsync'd transaction, so an
 // acknowledged message always has both or neither.
 
+import type { RecipientField } from '../core/intent.js';
 import { AuditLog, newEventId, type AuditInput, type AuditRecord } from './audit.js';
 import { durableTransaction, GroupCommit, openDb, transaction, type Db } from './db.js';
 
@@ -19,6 +20,11 @@ export interface QueuedMessage {
   raw: Buffer;
   attempts?: number;
   lastError?: string | null;
+}
+
+export interface DraftRecipient {
+  address: string;
+  field: RecipientField;
 }
 
 export interface QuarantineEntry {
@@ -203,13 +209,15 @@ export class Store {
     return rows.map((r) => ({ ...r, envelope: JSON.parse(r.envelope) as StoredEnvelope }));
   }
 
-  /** A draft the HTTP relay saw created (and inspected), by provider and the provider's id. */
-  rememberDraft(provider: string, id: string, eventId: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO http_drafts (provider, id, time, event_id) VALUES (?, ?, ?, ?)').run(provider, id, new Date().toISOString(), eventId);
+  /** A draft the HTTP relay saw created or edited (and inspected), with the recipients it holds. */
+  rememberDraft(provider: string, id: string, eventId: string, recipients: DraftRecipient[]): void {
+    this.db.prepare('INSERT OR REPLACE INTO http_drafts (provider, id, time, event_id, recipients) VALUES (?, ?, ?, ?, ?)').run(provider, id, new Date().toISOString(), eventId, JSON.stringify(recipients));
   }
 
-  draftSeen(provider: string, id: string): boolean {
-    return this.db.prepare('SELECT 1 FROM http_drafts WHERE provider = ? AND id = ?').get(provider, id) !== undefined;
+  /** The recipients of a draft made through the relay; undefined if the relay never saw it. */
+  draftRecipients(provider: string, id: string): DraftRecipient[] | undefined {
+    const row = this.db.prepare('SELECT recipients FROM http_drafts WHERE provider = ? AND id = ?').get(provider, id) as { recipients: string } | undefined;
+    return row ? (JSON.parse(row.recipients) as DraftRecipient[]) : undefined;
   }
 
   close(): void {

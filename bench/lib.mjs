@@ -73,7 +73,8 @@ export async function startRelayProcess(dir, name, sink, env = {}) {
   const child = spawn(process.execPath, [...flags, 'dist/cli.js', 'relay'], {
     env: {
       ...process.env, POSTGUARD_POLICY: join(home, 'policy.yaml'), POSTGUARD_DATA_DIR: join(home, 'data'), POSTGUARD_CERTS_DIR: join(home, 'certs'),
-      POSTGUARD_SMTP_LISTEN: `127.0.0.1:${port}`, POSTGUARD_SMTPS_LISTEN: 'off', POSTGUARD_ADMIN_LISTEN: 'off',
+      POSTGUARD_SMTP_LISTEN: `127.0.0.1:${port}`, POSTGUARD_SMTPS_LISTEN: 'off', POSTGUARD_ADMIN_LISTEN: 'off', POSTGUARD_PROXY_LISTEN: 'off',
+      POSTGUARD_ADMIN_TOKEN: 'bench-admin-token', // or the relay creates one and prints it
       POSTGUARD_UPSTREAM_SMTP: `smtp://127.0.0.1:${sink.port}`, POSTGUARD_UPSTREAM_CA: sink.caFile, ...env,
     },
     stdio: ['ignore', 'pipe', 'inherit'],

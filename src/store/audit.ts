@@ -73,13 +73,50 @@ export class AuditLog {
     return record;
   }
 
+  /** Where a failed background write is reported. */
+  onBackgroundError: (e: Error) => void = () => {};
+  private pending: (AuditInput & { id: string })[] = [];
+  private pendingTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * Append within a few milliseconds, in one transaction with the others written meanwhile: for
+   * records written after the fact (an HTTP request already answered), where a transaction per
+   * record would be a large share of the relay's cost per request. Up to 5 ms or 256 records: under
+   * load an event-loop turn holds one request, so a per-turn flush would still commit per record.
+   * Reads (`get`, `list`, `flush`) see pending records. Returns the record's id.
+   */
+  appendSoon(input: AuditInput): string {
+    const id = input.id ?? newEventId();
+    const n = this.pending.push({ ...input, id });
+    if (n === 1) this.pendingTimer = setTimeout(() => this.writePending(), 5);
+    else if (n >= 256) this.writePending();
+    return id;
+  }
+
+  private writePending(): void {
+    if (this.pendingTimer) clearTimeout(this.pendingTimer);
+    this.pendingTimer = null;
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    try {
+      transaction(this.db, () => {
+        for (const input of batch) this.append(input);
+      });
+    } catch (e) {
+      this.onBackgroundError(e as Error);
+    }
+  }
+
   get(id: string): AuditRecord | undefined {
+    this.writePending();
     const row = this.db.prepare('SELECT record FROM audit WHERE id = ?').get(id) as { record: string } | undefined;
     return row ? (JSON.parse(row.record) as AuditRecord) : undefined;
   }
 
   /** Newest first. `before` pages by seq. */
   list(opts: { limit?: number; before?: number; kind?: string; action?: string } = {}): AuditRecord[] {
+    this.writePending();
     const where: string[] = [];
     const args: (string | number)[] = [];
     if (opts.before) (where.push('seq < ?'), args.push(opts.before));
@@ -92,6 +129,7 @@ export class AuditLog {
 
   /** Write the newest committed (seq, hash) to audit.head now. Read back, so a rolled-back append never lands there. */
   flush(): void {
+    this.writePending();
     if (this.headTimer) clearTimeout(this.headTimer);
     this.headTimer = null;
     const last = this.last.get() as { seq: number; hash: string } | undefined;

@@ -3,7 +3,7 @@
 // acknowledged message always has both or neither.
 
 import type { RecipientField } from '../core/intent.js';
-import { AuditLog, newEventId, type AuditInput, type AuditRecord } from './audit.js';
+import { AuditLog, type AuditInput, type AuditRecord } from './audit.js';
 import { durableTransaction, GroupCommit, openDb, transaction, type Db } from './db.js';
 
 export interface StoredEnvelope {
@@ -57,31 +57,13 @@ export class Store {
   }
 
   /** Where a failed background write is reported (the relay sets its logger). */
-  onBackgroundError: (e: Error) => void = () => {};
-  private soon: (AuditInput & { id: string })[] = [];
-
-  /**
-   * Append at the end of this event-loop turn, in one transaction with the others of the turn: for
-   * records written after the fact (an HTTP request already answered), where one SQLite
-   * transaction per record would be most of the relay's cost per request. Returns the record's id.
-   */
-  recordSoon(input: AuditInput): string {
-    const id = input.id ?? newEventId();
-    if (this.soon.push({ ...input, id }) === 1) setImmediate(() => this.flushSoon());
-    return id;
+  set onBackgroundError(f: (e: Error) => void) {
+    this.audit.onBackgroundError = f;
   }
 
-  private flushSoon(): void {
-    const batch = this.soon;
-    this.soon = [];
-    if (batch.length === 0) return;
-    try {
-      transaction(this.db, () => {
-        for (const input of batch) this.audit.append(input);
-      });
-    } catch (e) {
-      this.onBackgroundError(e as Error);
-    }
+  /** See AuditLog.appendSoon: for records written after the fact. Returns the record's id. */
+  recordSoon(input: AuditInput): string {
+    return this.audit.appendSoon(input);
   }
 
   /** Capture mode (no upstream): keep the message for the admin page, like Mailpit. */
@@ -221,7 +203,6 @@ export class Store {
   }
 
   close(): void {
-    this.flushSoon();
     this.audit.flush();
     this.db.close();
   }

@@ -226,7 +226,7 @@ agents:
     });
     const waited = performance.now() - t0;
     expect(greeting).toMatch(/^220 /);
-    expect(waited).toBeLessThan(100); // with scrypt on the event loop this waited for every guess (~0.8 s)
+    expect(waited).toBeLessThan(300); // with scrypt on the event loop this waits for every guess (~0.8 s); loaded CI machines add ~100 ms
     expect(await Promise.all(attempts)).toEqual(Array(16).fill(535));
   });
 

@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import busboy from 'busboy';
-import { BodyError } from './json.js';
+import { BodyError } from '../core/json.js';
 
 export interface FormField {
   name: string;
@@ -47,6 +47,7 @@ export async function parseMultipart(body: Buffer, contentType: string, limit: n
   } catch (e) {
     throw new BodyError('malformed', `multipart body: ${(e as Error).message}`);
   }
+  refuseForeignCharsets(body, contentType);
   await new Promise<void>((resolve, reject) => {
     const fail = (why: string) => reject(new BodyError('malformed', `multipart body: ${why}`));
     bb.on('field', (name, value, info) => {
@@ -71,6 +72,26 @@ export async function parseMultipart(body: Buffer, contentType: string, limit: n
     Readable.from([body]).pipe(bb);
   });
   return fields;
+}
+
+/**
+ * busboy decodes a text part in the charset its part header declares (`charset=utf-16le`); the
+ * provider may well read the bytes as UTF-8, so such a part names different recipients for each.
+ */
+function refuseForeignCharsets(body: Buffer, contentType: string): void {
+  const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
+  if (!boundary) return;
+  const delimiter = Buffer.from(`--${boundary[1] ?? boundary[2]}\r\n`);
+  for (let at = body.indexOf(delimiter); at !== -1; at = body.indexOf(delimiter, at + delimiter.length)) {
+    const start = at + delimiter.length;
+    const end = body.indexOf('\r\n\r\n', start);
+    if (end === -1) return;
+    const head = body.subarray(start, end).toString('latin1');
+    const charset = /^content-type:[^\r\n]*charset\s*=\s*"?([^";\s\r\n]+)/im.exec(head)?.[1]?.toLowerCase();
+    if (charset && charset !== 'utf-8' && charset !== 'utf8' && charset !== 'us-ascii') {
+      throw new BodyError('differential', `multipart part declares charset ${JSON.stringify(charset.slice(0, 40))}: parts must be UTF-8`);
+    }
+  }
 }
 
 /** A fresh multipart body for the (possibly edited) fields, and its Content-Type. */

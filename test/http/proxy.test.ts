@@ -261,3 +261,22 @@ describe('held HTTP requests are shown without their credentials', () => {
     }
   });
 });
+
+describe('monitor mode on the HTTP channel', () => {
+  it('changes nothing, and audits and alerts what enforce mode would have done', async () => {
+    const sink = await startHttpsSink([PM]);
+    const r = await startTestRelay({ policy: companyPolicy({ mode: 'monitor', unknown: 'block' }), env: { POSTGUARD_RESOLVE: sink.resolve([PM]), POSTGUARD_UPSTREAM_CA: sink.caFile } });
+    try {
+      const res = await postJson(r, `https://${PM}/email`, mail({ Bcc: 'phan@giftshop.club' }));
+      expect(res.status).toBe(200);
+      expect(sink.requests).toHaveLength(1);
+      expect(sink.requests[0]!.json.Bcc).toBe('phan@giftshop.club');
+      const ev = (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
+      expect(ev).toMatchObject({ action: 'forwarded', decision: 'deliver', would_action: 'block', mode: 'monitor' });
+      expect((await alerts(r, 'would_block')).some((a) => a.event_id === ev.id)).toBe(true);
+    } finally {
+      await r.close();
+      await sink.close();
+    }
+  });
+});

@@ -121,6 +121,8 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
     info: () => ({
       name: 'postguard',
       version: VERSION,
+      // The eBPF monitor never reports the relay's own traffic (its upstream deliveries).
+      pid: process.pid,
       listen: Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : null])),
       policy: { version: policy.current.version, file: policy.current.file, format: policy.current.format, mode: policy.current.mode },
       upstream: upstream ? upstream.description : 'capture',

@@ -6,6 +6,7 @@ import libmime from 'libmime';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { parseAddressList } from './address.js';
 import type { Attachment, Problem, Recipient, RecipientField, Sender, TextPart } from './intent.js';
+import { BodyError, field, isObject, parseStrictJson, type Json } from './json.js';
 
 export interface HeaderField {
   /** Lower-case field name. */
@@ -87,19 +88,19 @@ export function headerFacts(fields: HeaderField[], role: HeaderRole): HeaderFact
  */
 export function headerFieldFacts(name: string, value: string, role: HeaderRole, source: string, out: HeaderFacts): boolean {
   const lower = name.toLowerCase();
-  const field = RECIPIENT_HEADERS[lower];
-  if (field) {
+  const kind = RECIPIENT_HEADERS[lower];
+  if (kind) {
     const list = parseAddressList(value);
     if (!list.ok) {
       out.problems.push({ code: 'address.invalid', detail: `${lower}: ${list.error}` });
       return true;
     }
-    const indirect = field === 'reply-to' || field === 'notify';
+    const indirect = kind === 'reply-to' || kind === 'notify';
     const delivers = role === 'delivery' && !indirect;
     for (const mailbox of list.value) {
       // Reply-To and receipt headers cannot be stripped without altering what the agent wrote;
       // decide() blocks the message if they name an unknown address.
-      out.recipients.push({ mailbox, field, source, delivers, strippable: !indirect });
+      out.recipients.push({ mailbox, field: kind, source, delivers, strippable: !indirect });
     }
     return true;
   }
@@ -110,22 +111,31 @@ export function headerFieldFacts(name: string, value: string, role: HeaderRole, 
     return true;
   }
   if (lower === 'x-smtpapi') {
-    smtpApiRecipients(value, out.recipients, out.problems);
+    smtpApiRecipients(value, source, out.recipients, out.problems);
     return true;
   }
   return false;
 }
 
-/** SendGrid's X-SMTPAPI `{"to": [...]}` makes its SMTP service deliver to more addresses (S21). */
-function smtpApiRecipients(value: string, out: Recipient[], problems: Problem[]): void {
-  let json: unknown;
+/**
+ * SendGrid's X-SMTPAPI header read strictly, on either channel: `{"to": [], "to": ["phan@…"]}` is
+ * read last-wins by a lax parser, so JSON that could be read two ways is an error, not a guess (S22).
+ */
+export function parseSmtpApi(value: string): { ok: true; value: Json } | { ok: false; error: string } {
   try {
-    json = JSON.parse(value);
-  } catch {
-    problems.push({ code: 'header.x-smtpapi', detail: 'X-SMTPAPI is not valid JSON' });
-    return;
+    return { ok: true, value: parseStrictJson(value) };
+  } catch (e) {
+    if (!(e instanceof BodyError)) throw e;
+    return { ok: false, error: e.kind === 'malformed' ? 'not valid JSON' : e.message };
   }
-  const to = (json as { to?: unknown })?.to;
+}
+
+/** SendGrid's X-SMTPAPI `{"to": [...]}` makes its SMTP service deliver to more addresses (S21). */
+function smtpApiRecipients(value: string, source: string, out: Recipient[], problems: Problem[]): void {
+  const doc = parseSmtpApi(value);
+  if (!doc.ok) return void problems.push({ code: 'header.x-smtpapi', detail: `${source}: ${doc.error}` });
+  // `To` counts as `to`: how SendGrid matches key case is not ours to guess (a body with both is refused).
+  const to = isObject(doc.value) ? field(doc.value, 'to') : undefined;
   if (to === undefined) return;
   const list = Array.isArray(to) ? to : [to];
   for (const [i, entry] of list.entries()) {

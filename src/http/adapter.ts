@@ -9,8 +9,9 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { formatMailbox, parseAddressList, parseMailbox, type Mailbox } from '../core/address.js';
 import type { Attachment, Problem, Recipient, RecipientField, Sender, TextPart } from '../core/intent.js';
 import { addAttachment, contentFacts, headerFieldFacts, splitHeader, type HeaderFacts, type HeaderRole } from '../core/message.js';
+import { field, isObject, keyOf, parseStrictJson, type Json, type JsonObject } from '../core/json.js';
+import { utf8Text } from './body.js';
 import { serializeMultipart, serializeUrlencoded, type FormField } from './forms.js';
-import { field, isObject, type Json, type JsonObject } from './json.js';
 import { normalizeMime, withoutRecipients } from './mime.js';
 
 export interface RequestInfo {
@@ -94,6 +95,12 @@ export interface Provider {
   signed?(headers: IncomingHttpHeaders): boolean;
 }
 
+/**
+ * Sees each entry of a header structure before it is read as a header, for what one provider
+ * refuses on its own (SendGrid's X-SMTPAPI keys, SparkPost's X-MSYS-API).
+ */
+export type HeaderCheck = (name: string, value: Json | undefined, source: string) => void;
+
 /** A recipient found in a request, with the edit that removes it (absent: it cannot be removed). */
 export interface FoundRecipient extends Recipient {
   strip?: () => void;
@@ -147,20 +154,29 @@ export class MessageFacts {
     this.push(m.value, field, source, delivers, remove ?? undefined);
   }
 
-  /** Every `{<key>: address}` object in an array field; removing the last one removes the field. */
-  addressObjects(holder: JsonObject, key: string, pick: (item: JsonObject) => Json | undefined, field: RecipientField, source: string, editable = true): void {
-    const k = Object.keys(holder).find((x) => x.toLowerCase() === key.toLowerCase());
+  /**
+   * Every `{<key>: address}` object in an array field; removing the last one removes the field.
+   * `pick` is the entry's key holding the address, or finds it. `allowedKeys`: the keys an entry may
+   * have (`onlyKeys`); `delivers: false` for reply addresses.
+   */
+  addressObjects(
+    holder: JsonObject, key: string, pick: string | ((item: JsonObject) => Json | undefined), kind: RecipientField, source: string, editable = true,
+    opts: { delivers?: boolean; allowedKeys?: ReadonlySet<string> } = {},
+  ): void {
+    const k = keyOf(holder, key);
     if (k === undefined || holder[k] === null) return;
     const list = holder[k]!;
     if (!Array.isArray(list)) return this.problem('request.type', `${source}: expected an array`);
     list.forEach((item, i) => {
       if (!isObject(item)) return this.problem('request.type', `${source}[${i}]: expected an object`);
+      if (opts.allowedKeys) this.onlyKeys(item, opts.allowedKeys, `${source}[${i}]`);
       const remove = () => {
         const at = list.indexOf(item);
         if (at !== -1) list.splice(at, 1);
         if (list.length === 0) delete holder[k];
       };
-      this.address(pick(item), field, `${source}[${i}]`, editable ? remove : null);
+      const address = typeof pick === 'string' ? field(item, pick) : pick(item);
+      this.address(address, kind, `${source}[${i}]`, editable ? remove : null, opts.delivers ?? true);
     });
   }
 
@@ -190,11 +206,63 @@ export class MessageFacts {
         ? () => {
             const i = kept.indexOf(r.mailbox);
             if (i !== -1) kept.splice(i, 1);
-            write(kept.length ? kept.map((m) => formatMailbox(m)).join(', ') : null);
+            write(kept.length ? joinAddresses(kept) : null);
           }
         : undefined;
       this.push(r.mailbox, r.field, source, r.delivers, strip);
     }
+  }
+
+  /**
+   * A `{Name: value}` header map at `holder[key]` (`where` names it in problems), each entry read by
+   * `header`. A removal deletes the name, and the map once it is empty.
+   */
+  headerObject(holder: JsonObject, key: string, where: string, check?: HeaderCheck): void {
+    const k = keyOf(holder, key);
+    if (k === undefined || holder[k] === null) return;
+    const map = holder[k]!;
+    if (!isObject(map)) return this.problem('request.type', `${where}: expected an object of header names and values`);
+    for (const name of Object.keys(map)) {
+      const source = `${where}.${name.slice(0, 60)}`;
+      check?.(name, map[name], source);
+      this.header(name, map[name], source, (v) => {
+        if (v !== null) return void (map[name] = v);
+        delete map[name];
+        if (Object.keys(map).length === 0) delete holder[k];
+      });
+    }
+  }
+
+  /**
+   * A `[{<nameKey>, <valueKey>}]` header list at `holder[key]`, each entry read by `header`. An entry
+   * with other keys than `allowedKeys` (default: the two) is refused; a removal takes the entry out,
+   * and the list once it is empty.
+   */
+  headerArray(
+    holder: JsonObject, key: string, where: string, nameKey: string, valueKey: string,
+    opts: { allowedKeys?: ReadonlySet<string>; check?: HeaderCheck } = {},
+  ): void {
+    const k = keyOf(holder, key);
+    if (k === undefined || holder[k] === null) return;
+    const list = holder[k]!;
+    const shape = `{${nameKey}, ${valueKey}}`;
+    if (!Array.isArray(list)) return this.problem('request.type', `${where}: expected an array of ${shape}`);
+    const allowed = opts.allowedKeys ?? keys(nameKey, valueKey);
+    [...list].forEach((h, i) => {
+      const source = `${where}[${i}]`;
+      const name = isObject(h) ? field(h, nameKey) : undefined;
+      if (!isObject(h) || typeof name !== 'string') return this.problem('request.type', `${source}: expected ${shape}`);
+      this.onlyKeys(h, allowed, source);
+      const value = field(h, valueKey);
+      opts.check?.(name, value, source);
+      const valueAt = keyOf(h, valueKey) ?? valueKey;
+      this.header(name, value, source, (v) => {
+        if (v !== null) return void (h[valueAt] = v);
+        const at = list.indexOf(h);
+        if (at !== -1) list.splice(at, 1);
+        if (list.length === 0) delete holder[k];
+      });
+    });
   }
 
   /** Subject, bodies, template variables: whatever the detectors should read. */
@@ -284,6 +352,44 @@ export class MessageFacts {
 /** Lower-case key sets for `onlyKeys`. */
 export function keys(...names: string[]): ReadonlySet<string> {
   return new Set(names.map((n) => n.toLowerCase()));
+}
+
+/** Mailboxes as one address-list string, for writing back what a strip left. */
+export function joinAddresses(kept: readonly Mailbox[]): string {
+  return kept.map((m) => formatMailbox(m)).join(', ');
+}
+
+/** The `write` for an address-list string at `holder[key]`: what is left, or no field once nothing is. */
+export function listWriter(holder: JsonObject, key: string): (kept: Mailbox[]) => void {
+  return (kept) => {
+    if (kept.length) holder[key] = joinAddresses(kept);
+    else delete holder[key];
+  };
+}
+
+/** The body as strict JSON (S22/S23): read once here, the same way for every provider. */
+export function jsonBody(req: RequestInfo): Json {
+  return parseStrictJson(utf8Text(req.body));
+}
+
+/** An endpoint whose body is JSON: `read` gets the document, and the request for its path and query. */
+export function json(read: (doc: Json, req: RequestInfo) => Extracted | Promise<Extracted>): Endpoint['read'] {
+  return (req) => read(jsonBody(req), req);
+}
+
+/**
+ * One message per entry of a batch (labelled `where[i]`), each read by `read`; an entry that is not
+ * an object is a problem of its own message. `shared`: what every entry inherits (a bulk send's content).
+ */
+export function eachMessage(list: Json[], where: string, read: (entry: JsonObject, facts: MessageFacts, at: string) => void, shared?: MessageFacts): MessageFacts[] {
+  return list.map((entry, i) => {
+    const at = `${where}[${i}]`;
+    const facts = new MessageFacts(at);
+    if (isObject(entry)) read(entry, facts, at);
+    else facts.problem('request.type', `${at}: expected an object`);
+    if (shared) facts.inherit(shared);
+    return facts;
+  });
 }
 
 /** A JSON request: the body sent on is the (edited) document. */

@@ -22,7 +22,7 @@ import { newEventId, type AuditInput } from '../store/audit.js';
 import type { DraftRecipient, Store } from '../store/store.js';
 import { RequestShapeError, type ReplyContext, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
 import { decodeBody, readBody } from './body.js';
-import { BodyError, type Json } from './json.js';
+import { BodyError, type Json } from '../core/json.js';
 import { endpointFor, providerFor } from './providers/index.js';
 import type { HeldRequest } from './release.js';
 import type { HttpUpstream, Target } from './upstream.js';

@@ -5,7 +5,7 @@
 import libmime from 'libmime';
 import { formatMailbox, parseAddressList } from '../core/address.js';
 import type { SplitMessage } from '../core/message.js';
-import { BodyError } from './json.js';
+import { BodyError } from '../core/json.js';
 
 /** Recipient header lines a strip may edit; Reply-To and receipt headers are never edited. */
 const EDITABLE = new Set(['to', 'cc', 'bcc', 'resent-to', 'resent-cc', 'resent-bcc']);

@@ -25,9 +25,14 @@ export function curl(r: TestRelay, url: string, args: string[] = [], input?: Buf
   });
 }
 
+/** POST a body of `contentType` with curl, byte for byte; `headers` are extra `Name: value` lines. */
+export function post(r: TestRelay, url: string, body: Buffer | string, contentType: string, headers: string[] = []): Promise<CurlResult> {
+  return curl(r, url, ['-X', 'POST', '-H', `content-type: ${contentType}`, ...headers.flatMap((h) => ['-H', h]), '--data-binary', '@-'], body);
+}
+
 /** POST a JSON text with curl (the text is sent byte for byte, so duplicate keys survive). */
 export function postJson(r: TestRelay, url: string, json: string, headers: string[] = []): Promise<CurlResult> {
-  return curl(r, url, ['-X', 'POST', '-H', 'content-type: application/json', ...headers.flatMap((h) => ['-H', h]), '--data-binary', '@-'], json);
+  return post(r, url, json, 'application/json', headers);
 }
 
 /** Send raw bytes inside a CONNECT tunnel to `host:443`, TLS to the relay's leaf; resolve with what comes back. */

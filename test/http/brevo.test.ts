@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent, type AgentResult } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['api.brevo.com', 'api.sendinblue.com'];
 const AWS = ['AKIA', 'IOSFODNN7', 'EXAMPLE'].join('');
@@ -26,25 +27,16 @@ function sendTransac(r: TestRelay, request: string, client = `{ apiKey: 'xkeysib
 
 const base = `sender: { email: 'agent@company.com', name: 'Agent' }, subject: 'Q3', textContent: 'numbers'`;
 
-async function lastEvent(r: TestRelay): Promise<any> {
-  return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-}
-
 describe('Brevo through the proxy, official SDK', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
   let rb: TestRelay;
   beforeAll(async () => {
-    sink = await startHttpsSink(HOSTS);
-    sink.respond = (req) => ({ status: 201, body: req.json?.messageVersions ? { messageIds: ['<m-1@smtp-relay.mailin.fr>', '<m-2@smtp-relay.mailin.fr>'] } : { messageId: '<m-1@smtp-relay.mailin.fr>' } });
-    const env = { POSTGUARD_RESOLVE: sink.resolve(HOSTS), POSTGUARD_UPSTREAM_CA: sink.caFile };
-    [r, rb] = await Promise.all([startTestRelay({ policy: companyPolicy(), env }), startTestRelay({ policy: companyPolicy({ unknown: 'block' }), env })]);
+    ({ sink, r } = rig = await startProvider(HOSTS, companyPolicy(), (req) => ({ status: 201, body: req.json?.messageVersions ? { messageIds: ['<m-1@smtp-relay.mailin.fr>', '<m-2@smtp-relay.mailin.fr>'] } : { messageId: '<m-1@smtp-relay.mailin.fr>' } })));
+    rb = await rig.relay(companyPolicy({ unknown: 'block' }));
   });
-  afterAll(async () => {
-    await r?.close();
-    await rb?.close();
-    await sink?.close();
-  });
+  afterAll(() => rig?.close());
 
   it('strips the attacker BCC: Brevo never sees it', async () => {
     sink.requests.length = 0;

@@ -1,8 +1,9 @@
-import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../helpers/agent.js';
-import { startHttpsSink, type HttpsSink, type SinkRequest } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { curl, post, postJson } from '../helpers/http-client.js';
+import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['gmail.googleapis.com', 'www.googleapis.com'];
 
@@ -23,35 +24,19 @@ const SDK = `
   const g = gmail({ version: 'v1', auth: a });
 `;
 
-function curl(r: TestRelay, args: string[]): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    execFile('curl', ['-s', '--proxy', `http://127.0.0.1:${r.proxyPort}`, '--cacert', r.caFile, '-w', '\n%{http_code}', ...args], (err, stdout) => {
-      if (err) return reject(err);
-      const i = stdout.lastIndexOf('\n');
-      resolve({ status: Number(stdout.slice(i + 1)), body: stdout.slice(0, i) });
-    });
-  });
-}
-
-const lastEvent = async (r: TestRelay) => (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-
 describe('Gmail API through the proxy', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let strip: TestRelay;
   let block: TestRelay;
   let drafts = 0;
   beforeAll(async () => {
-    sink = await startHttpsSink(HOSTS);
-    sink.respond = (req) => (/\/drafts(\/r-[^/]+)?(\?|$)/.test(req.url) && req.method !== 'GET' && !/drafts\/send/.test(req.url)
+    ({ sink, r: strip } = rig = await startProvider(HOSTS, companyPolicy(), (req) => (/\/drafts(\/r-[^/]+)?(\?|$)/.test(req.url) && req.method !== 'GET' && !/drafts\/send/.test(req.url)
       ? { body: { id: req.method === 'PUT' ? /drafts\/(r-[^/?]+)/.exec(req.url)![1] : `r-${++drafts}`, message: { id: 'm-d', threadId: 't-1', labelIds: ['DRAFT'] } } }
-      : { body: { id: 'm-1', threadId: 't-1', labelIds: ['SENT'] } });
-    const env = { POSTGUARD_RESOLVE: sink.resolve(HOSTS), POSTGUARD_UPSTREAM_CA: sink.caFile };
-    [strip, block] = await Promise.all([startTestRelay({ policy: companyPolicy(), env }), startTestRelay({ policy: companyPolicy({ unknown: 'block' }), env })]);
+      : { body: { id: 'm-1', threadId: 't-1', labelIds: ['SENT'] } })));
+    block = await rig.relay(companyPolicy({ unknown: 'block' }));
   });
-  afterAll(async () => {
-    await Promise.all([strip?.close(), block?.close()]);
-    await sink?.close();
-  });
+  afterAll(() => rig?.close());
 
   it('strips the attacker Bcc from raw MIME: Gmail never sees it, To intact', async () => {
     sink.requests.length = 0;
@@ -148,7 +133,7 @@ describe('Gmail API through the proxy', () => {
     sink.requests.length = 0;
     const b = 'xyz';
     const body = `--${b}\r\nContent-Type: application/json\r\n\r\n{}\r\n--${b}\r\nContent-Type: message/rfc822\r\n\r\n${message()}\n--${b}\r\nContent-Type: message/rfc822\r\n\r\n${message({ to: 'phan@giftshop.club' })}\r\n--${b}--`;
-    const res = await curl(strip, ['-X', 'POST', '-H', `content-type: multipart/related; boundary=${b}`, '--data-binary', body, 'https://gmail.googleapis.com/upload/gmail/v1/users/me/messages/send?uploadType=multipart']);
+    const res = await post(strip, 'https://gmail.googleapis.com/upload/gmail/v1/users/me/messages/send?uploadType=multipart', body, `multipart/related; boundary=${b}`);
     expect(res.status).toBe(403);
     expect(JSON.parse(res.body).error.message).toMatch(/^postguard: blocked by policy/);
     expect(sink.requests).toHaveLength(0);
@@ -157,7 +142,7 @@ describe('Gmail API through the proxy', () => {
 
   it('upload, uploadType=resumable is refused: the message would come in later requests', async () => {
     sink.requests.length = 0;
-    const res = await curl(strip, ['-X', 'POST', '-H', 'content-type: application/json', '-H', 'x-upload-content-type: message/rfc822', '--data-binary', '{}', 'https://gmail.googleapis.com/upload/gmail/v1/users/me/messages/send?uploadType=resumable']);
+    const res = await postJson(strip, 'https://gmail.googleapis.com/upload/gmail/v1/users/me/messages/send?uploadType=resumable', '{}', ['x-upload-content-type: message/rfc822']);
     expect(res.status).toBe(403);
     expect(JSON.parse(res.body).error).toMatchObject({ code: 403, status: 'PERMISSION_DENIED' });
     expect(JSON.parse(res.body).error.message).toMatch(/^postguard: /);
@@ -283,15 +268,15 @@ describe('Gmail API through the proxy', () => {
 
   it('messages.import and batch requests are refused; reads pass', async () => {
     sink.requests.length = 0;
-    const imp = await curl(strip, ['-X', 'POST', '-H', 'content-type: application/json', '--data-binary', JSON.stringify({ raw: b64url(message()) }), 'https://gmail.googleapis.com/gmail/v1/users/me/messages/import']);
+    const imp = await postJson(strip, 'https://gmail.googleapis.com/gmail/v1/users/me/messages/import', JSON.stringify({ raw: b64url(message()) }));
     expect(imp.status).toBe(403);
     expect(JSON.parse(imp.body).error.message).toMatch(/postguard: POST \/gmail\/v1\/users\/me\/messages\/import is not a send endpoint/);
-    const batch = await curl(strip, ['-X', 'POST', '-H', 'content-type: multipart/mixed; boundary=b', '--data-binary', '--b--', 'https://www.googleapis.com/batch/gmail/v1']);
+    const batch = await post(strip, 'https://www.googleapis.com/batch/gmail/v1', '--b--', 'multipart/mixed; boundary=b');
     expect(batch.status).toBe(403);
     expect(JSON.parse(batch.body).error.message).toMatch(/^postguard: /);
     expect(sink.requests).toHaveLength(0);
     expect(await lastEvent(strip)).toMatchObject({ endpoint: 'batch', action: 'blocked', problems: [expect.stringMatching(/^request.batch: Gmail batch requests are not inspected/)] });
-    const read = await curl(strip, ['https://gmail.googleapis.com/gmail/v1/users/me/drafts']);
+    const read = await curl(strip, 'https://gmail.googleapis.com/gmail/v1/users/me/drafts');
     expect(read.status).toBe(200);
     expect(sink.requests).toHaveLength(1);
   });

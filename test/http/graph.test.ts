@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../helpers/agent.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOST = 'graph.microsoft.com';
 
@@ -13,27 +14,22 @@ const SDK = `
 
 const to = (...a: string[]) => a.map((address) => ({ emailAddress: { address } }));
 const mail = (extra: Record<string, unknown> = {}) => ({ subject: 'Q3', body: { contentType: 'Text', content: 'numbers' }, toRecipients: to('alice@company.com'), ...extra });
-const lastEvent = async (r: TestRelay) => (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
 
 describe('Microsoft Graph mail through the proxy, official SDK', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let strip: TestRelay;
   let block: TestRelay;
   let drafts = 0;
   beforeAll(async () => {
-    sink = await startHttpsSink([HOST]);
-    sink.respond = (req) => {
+    ({ sink, r: strip } = rig = await startProvider([HOST], companyPolicy(), (req) => {
       if (req.method === 'POST' && /\/messages$/i.test(req.url)) return { status: 201, body: { id: `AAMkAD-draft-${++drafts}=`, isDraft: true } };
       if (req.method === 'PATCH') return { body: { id: decodeURIComponent(/messages\/([^/?]+)/.exec(req.url)![1]!), isDraft: true } };
       return { status: 202, headers: { 'content-type': 'text/plain' }, body: '' };
-    };
-    const env = { POSTGUARD_RESOLVE: sink.resolve([HOST]), POSTGUARD_UPSTREAM_CA: sink.caFile };
-    [strip, block] = await Promise.all([startTestRelay({ policy: companyPolicy(), env }), startTestRelay({ policy: companyPolicy({ unknown: 'block' }), env })]);
+    }));
+    block = await rig.relay(companyPolicy({ unknown: 'block' }));
   });
-  afterAll(async () => {
-    await Promise.all([strip?.close(), block?.close()]);
-    await sink?.close();
-  });
+  afterAll(() => rig?.close());
 
   it('strips the attacker bccRecipients: Graph never sees it', async () => {
     sink.requests.length = 0;

@@ -4,15 +4,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['api.mailjet.com', 'api.us.mailjet.com'];
 const URL = `https://${HOSTS[0]}`;
-
-async function lastEvent(r: TestRelay) {
-  return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-}
 
 /**
  * `body` is the request body (a JS expression); the SDK call's `{response, body}` is cut to `body`.
@@ -29,23 +26,16 @@ const msg = (extra = '') => `{ From: { Email: 'agent@company.com', Name: 'Agent'
 
 const mailjet = (r: TestRelay, script: string) => runAgent(r, script, { NODE_USE_ENV_PROXY: '' });
 
-async function start(policy: string): Promise<{ sink: HttpsSink; r: TestRelay }> {
-  const sink = await startHttpsSink(HOSTS);
-  sink.respond = (req) => (req.url.startsWith('/v3.1/')
-    ? { body: { Messages: (req.json?.Messages ?? []).map(() => ({ Status: 'success', To: [{ Email: 'alice@company.com', MessageID: 1 }] })) } }
-    : { body: { Sent: [{ Email: 'alice@company.com', MessageID: 1 }] } });
-  const r = await startTestRelay({ policy, env: { POSTGUARD_RESOLVE: sink.resolve(HOSTS), POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  return { sink, r };
-}
+const respond = (req: SinkRequest) => (req.url.startsWith('/v3.1/')
+  ? { body: { Messages: (req.json?.Messages ?? []).map(() => ({ Status: 'success', To: [{ Email: 'alice@company.com', MessageID: 1 }] })) } }
+  : { body: { Sent: [{ Email: 'alice@company.com', MessageID: 1 }] } });
 
 describe('Mailjet, strip mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => ({ sink, r } = await start(companyPolicy())));
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider(HOSTS, companyPolicy(), respond)));
+  afterAll(() => rig?.close());
 
   it('v3.1: strips the attacker BCC, the provider never sees it', async () => {
     sink.requests.length = 0;
@@ -147,13 +137,11 @@ describe('Mailjet, strip mode', () => {
 });
 
 describe('Mailjet, block mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => ({ sink, r } = await start(companyPolicy({ unknown: 'block' }))));
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider(HOSTS, companyPolicy({ unknown: 'block' }), respond)));
+  afterAll(() => rig?.close());
 
   it('refuses the send with a 403 in Mailjet\'s error shape, which the SDK throws', async () => {
     const res = await mailjet(r, send(`{ Messages: [${msg(`Bcc: [{ Email: 'phan@giftshop.club' }]`)}] }`));

@@ -4,16 +4,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { adminGet, companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOST = 'api.postmarkapp.com';
 const URL = `https://${HOST}`;
 const ok = () => ({ body: { To: 'x', SubmittedAt: new Date().toISOString(), MessageID: 'm-1', ErrorCode: 0, Message: 'OK' } });
-
-async function lastEvent(r: TestRelay) {
-  return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-}
 
 const sdk = (call: string) => `
   const { ServerClient } = await import('postmark');
@@ -21,17 +18,11 @@ const sdk = (call: string) => `
   ${call}`;
 
 describe('Postmark, strip mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => {
-    sink = await startHttpsSink([HOST]);
-    sink.respond = (req) => (req.url === '/email/batch' || req.url === '/email/batchWithTemplates' ? { body: [{ ErrorCode: 0, MessageID: 'b-1' }] } : ok());
-    r = await startTestRelay({ policy: companyPolicy(), env: { POSTGUARD_RESOLVE: sink.resolve([HOST]), POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  });
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider([HOST], companyPolicy(), (req) => (req.url === '/email/batch' || req.url === '/email/batchWithTemplates' ? { body: [{ ErrorCode: 0, MessageID: 'b-1' }] } : ok()))));
+  afterAll(() => rig?.close());
 
   it('strips the attacker BCC: the provider never sees it', async () => {
     sink.requests.length = 0;
@@ -158,17 +149,11 @@ describe('Postmark, strip mode', () => {
 });
 
 describe('Postmark, block mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => {
-    sink = await startHttpsSink([HOST]);
-    sink.respond = ok;
-    r = await startTestRelay({ policy: companyPolicy({ unknown: 'block' }), env: { POSTGUARD_RESOLVE: sink.resolve([HOST]), POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  });
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider([HOST], companyPolicy({ unknown: 'block' }), ok)));
+  afterAll(() => rig?.close());
 
   it('rejects the send with a 403 in Postmark\'s error shape, which the SDK reports', async () => {
     const res = await runAgent(r, sdk(`return await c.sendEmail({ From: 'agent@company.com', To: 'alice@company.com', Bcc: 'phan@giftshop.club', Subject: 'Q3', TextBody: 'numbers' });`));

@@ -4,36 +4,26 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOST = 'api.resend.com';
 const URL = `https://${HOST}`;
-
-async function lastEvent(r: TestRelay) {
-  return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-}
 
 const sdk = (call: string) => `
   const { Resend } = await import('resend');
   const resend = new Resend('re_123');
   ${call}`;
 
-async function start(policy: string): Promise<{ sink: HttpsSink; r: TestRelay }> {
-  const sink = await startHttpsSink([HOST]);
-  sink.respond = (req) => (req.url === '/emails/batch' ? { body: { data: (req.json as unknown[]).map((_, i) => ({ id: `b-${i}` })) } } : { body: { id: 'e-1' } });
-  const r = await startTestRelay({ policy, env: { POSTGUARD_RESOLVE: sink.resolve([HOST]), POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  return { sink, r };
-}
+const respond = (req: SinkRequest) => (req.url === '/emails/batch' ? { body: { data: (req.json as unknown[]).map((_, i) => ({ id: `b-${i}` })) } } : { body: { id: 'e-1' } });
 
 describe('Resend, strip mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => ({ sink, r } = await start(companyPolicy())));
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider([HOST], companyPolicy(), respond)));
+  afterAll(() => rig?.close());
 
   it('strips the attacker BCC: the provider never sees it', async () => {
     sink.requests.length = 0;
@@ -137,13 +127,11 @@ describe('Resend, strip mode', () => {
 });
 
 describe('Resend, block mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => ({ sink, r } = await start(companyPolicy({ unknown: 'block' }))));
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider([HOST], companyPolicy({ unknown: 'block' }), respond)));
+  afterAll(() => rig?.close());
 
   it('refuses the send in Resend\'s error shape, which the SDK returns as `error`', async () => {
     const res = await runAgent(r, sdk(`return await resend.emails.send({ from: 'agent@company.com', to: 'alice@company.com', bcc: 'phan@giftshop.club', subject: 'Q3', text: 'numbers' });`));

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent, type AgentResult } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { adminGet, companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['api.sendgrid.com', 'api.eu.sendgrid.com'];
 const AWS = ['AKIA', 'IOSFODNN7', 'EXAMPLE'].join('');
@@ -28,25 +29,16 @@ function sendMail(r: TestRelay, call: string, setup = ''): Promise<AgentResult> 
 
 const base = `from: 'agent@company.com', subject: 'Q3', text: 'numbers'`;
 
-async function lastEvent(r: TestRelay): Promise<any> {
-  return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-}
-
 describe('SendGrid through the proxy, official SDK', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
   let rb: TestRelay;
   beforeAll(async () => {
-    sink = await startHttpsSink(HOSTS);
-    sink.respond = () => ({ status: 202, body: '' });
-    const env = { POSTGUARD_RESOLVE: sink.resolve(HOSTS), POSTGUARD_UPSTREAM_CA: sink.caFile };
-    [r, rb] = await Promise.all([startTestRelay({ policy: companyPolicy(), env }), startTestRelay({ policy: companyPolicy({ unknown: 'block' }), env })]);
+    ({ sink, r } = rig = await startProvider(HOSTS, companyPolicy(), () => ({ status: 202, body: '' })));
+    rb = await rig.relay(companyPolicy({ unknown: 'block' }));
   });
-  afterAll(async () => {
-    await r?.close();
-    await rb?.close();
-    await sink?.close();
-  });
+  afterAll(() => rig?.close());
 
   it('strips the attacker BCC: SendGrid never sees it', async () => {
     sink.requests.length = 0;
@@ -137,9 +129,10 @@ describe('SendGrid through the proxy, official SDK', () => {
     expect(body.events.map((e: any) => [e.host, e.action]).sort()).toEqual([['api.eu.sendgrid.com', 'forwarded'], ['api.eu.sendgrid.com', 'stripped']]);
   });
 
-  it('X-SMTPAPI in headers{} is delivery-driving and cannot be stripped: blocked even in strip mode', async () => {
+  // `To` as well as `to`: how SendGrid matches the key's case is not the relay's to guess.
+  it.each(['to', 'To'])('X-SMTPAPI %s in headers{} is delivery-driving and cannot be stripped: blocked even in strip mode', async (key) => {
     sink.requests.length = 0;
-    const res = await sendMail(r, `sgMail.send({ to: 'alice@company.com', ${base}, headers: { 'X-SMTPAPI': JSON.stringify({ to: ['phan@giftshop.club'] }) } })`);
+    const res = await sendMail(r, `sgMail.send({ to: 'alice@company.com', ${base}, headers: { 'X-SMTPAPI': JSON.stringify({ ${key}: ['phan@giftshop.club'] }) } })`);
     expect(res.ok).toBe(false);
     expect(res.value.status).toBe(403);
     expect(res.value.message).toContain('postguard: blocked by policy');
@@ -147,6 +140,18 @@ describe('SendGrid through the proxy, official SDK', () => {
     const ev = await lastEvent(r);
     expect(ev.action).toBe('blocked');
     expect(ev.recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', field: 'x-smtpapi', outcome: 'block' }));
+  });
+
+  it('S22: X-SMTPAPI naming `to` twice (last-wins elsewhere) is refused, not read one way', async () => {
+    sink.requests.length = 0;
+    const smtpapi = '{"to":["alice@company.com"],"to":["phan@giftshop.club"]}';
+    const res = await sendMail(r, `sgMail.send({ to: 'alice@company.com', ${base}, headers: { 'X-SMTPAPI': ${JSON.stringify(smtpapi)} } })`);
+    expect(res.ok).toBe(false);
+    expect(res.value.message).toContain('postguard: blocked by policy');
+    expect(sink.requests).toHaveLength(0);
+    const ev = await lastEvent(r);
+    expect(ev).toMatchObject({ action: 'blocked', rule: 'input' });
+    expect(ev.problems).toContainEqual(expect.stringMatching(/^header\.x-smtpapi: headers\.X-SMTPAPI: duplicate key "to"/));
   });
 
   it('X-SMTPAPI filters (the bcc app takes an address) are refused', async () => {

@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REASONS } from '../../src/policy/decide.js';
 import { runAgent } from '../helpers/agent.js';
-import { curl as curlClient } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink, type SinkRequest } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { curl, post } from '../helpers/http-client.js';
+import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { adminGet, companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOST = 'email.us-east-1.amazonaws.com';
 const SES_XMLNS = 'http://ses.amazonaws.com/doc/2010-12-01/';
@@ -35,39 +35,24 @@ function respond(req: SinkRequest) {
   };
 }
 
-/** An unsigned request (no Authorization), the way only a raw client sends one: the strip path. */
-function curl(r: TestRelay, path: string, body: string, contentType: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const child = execFile('curl', ['-sS', '--proxy', `http://127.0.0.1:${r.proxyPort}`, '--cacert', r.caFile, '-X', 'POST', '-H', `content-type: ${contentType}`, '--data-binary', '@-', '-w', '\n%{http_code}', `https://${HOST}${path}`], (err, stdout) => {
-      if (err) return reject(err);
-      const at = stdout.lastIndexOf('\n');
-      resolve({ status: Number(stdout.slice(at + 1)), body: stdout.slice(0, at) });
-    });
-    child.stdin!.end(body);
-  });
-}
-const postJson = (r: TestRelay, path: string, doc: unknown) => curl(r, path, JSON.stringify(doc), 'application/json');
-const postForm = (r: TestRelay, fields: Record<string, string>, path = '/') => curl(r, path, new URLSearchParams(fields).toString(), 'application/x-www-form-urlencoded');
+// Unsigned requests (no Authorization), the way only a raw client sends them: the strip path.
+const FORM = 'application/x-www-form-urlencoded';
+const postJson = (r: TestRelay, path: string, doc: unknown) => post(r, `https://${HOST}${path}`, JSON.stringify(doc), 'application/json');
+const postForm = (r: TestRelay, fields: Record<string, string>, path = '/') => post(r, `https://${HOST}${path}`, new URLSearchParams(fields).toString(), FORM);
 
-const lastEvent = async (r: TestRelay) => (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
 const mime = (headers: string) => `${headers}\r\nFrom: agent@company.com\r\nSubject: Q3\r\nContent-Type: text/plain\r\n\r\nnumbers\r\n`;
 const form = (req: SinkRequest) => Object.fromEntries(new URLSearchParams(req.body.toString('utf8')));
 
 describe('Amazon SES through the proxy', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
   let rb: TestRelay;
   beforeAll(async () => {
-    sink = await startHttpsSink([HOST]);
-    sink.respond = respond;
-    const env = { POSTGUARD_RESOLVE: sink.resolve([HOST]), POSTGUARD_UPSTREAM_CA: sink.caFile };
-    [r, rb] = await Promise.all([startTestRelay({ policy: companyPolicy(), env }), startTestRelay({ policy: companyPolicy({ unknown: 'block' }), env })]);
+    ({ sink, r } = rig = await startProvider([HOST], companyPolicy(), respond));
+    rb = await rig.relay(companyPolicy({ unknown: 'block' }));
   });
-  afterAll(async () => {
-    await r?.close();
-    await rb?.close();
-    await sink?.close();
-  });
+  afterAll(() => rig?.close());
   const fresh = () => void (sink.requests.length = 0);
 
   describe('v2 SDK (SESv2Client, signed)', () => {
@@ -224,6 +209,20 @@ describe('Amazon SES through the proxy', () => {
       expect(ev.recipients.stripped).toEqual(['phan@giftshop.club']);
     });
 
+    it('v2 Headers: a Bcc entry is stripped (the list goes once empty); a Return-Path entry at an unknown domain blocks', async () => {
+      fresh();
+      const send = (headers: unknown[]) => postJson(r, '/v2/email/outbound-emails', { FromEmailAddress: 'agent@company.com', Destination: { ToAddresses: ['alice@company.com'] }, Content: { Simple: { Subject: { Data: 'Q3' }, Body: { Text: { Data: 'n' } }, Headers: headers } } });
+      const stripped = await send([{ Name: 'Bcc', Value: 'phan@giftshop.club' }]);
+      expect(stripped.status, stripped.body).toBe(200);
+      expect(sink.requests[0]!.body.toString()).not.toContain('giftshop');
+      expect(sink.requests[0]!.json.Content.Simple).not.toHaveProperty('Headers');
+      expect((await lastEvent(r)).recipients.stripped).toEqual(['phan@giftshop.club']);
+      const bounce = await send([{ Name: 'X-Ref', Value: '1' }, { Name: 'Return-Path', Value: 'phan@giftshop.club' }]);
+      expect(bounce.status).toBe(403);
+      expect(sink.requests).toHaveLength(1);
+      expect((await lastEvent(r)).recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', field: 'notify', source: 'Content.Simple.Headers[1]', outcome: 'block' }));
+    });
+
     it('v2 raw MIME: the Bcc header is removed from the message', async () => {
       fresh();
       const raw = mime('To: alice@company.com\r\nBcc: phan@giftshop.club');
@@ -346,7 +345,7 @@ describe('Amazon SES through the proxy', () => {
     it('v1: a parameter given twice (case folded) is refused as a parser differential', async () => {
       fresh();
       const body = 'Action=SendEmail&Version=2010-12-01&Source=agent%40company.com&Destination.ToAddresses.member.1=alice%40company.com&destination.toaddresses.member.1=phan%40giftshop.club&Message.Subject.Data=Q3';
-      const res = await curl(r, '/', body, 'application/x-www-form-urlencoded');
+      const res = await post(r, `https://${HOST}/`, body, FORM);
       expect(res.status).toBe(403);
       expect(sink.requests).toHaveLength(0);
       expect(await lastEvent(r)).toMatchObject({ action: 'blocked', reason: REASONS.differential });
@@ -364,7 +363,7 @@ describe('Amazon SES through the proxy', () => {
     it('GET /?Action=SendEmail&… (the query API takes GET for every action) is inspected, not passed as a read', async () => {
       fresh();
       const q = new URLSearchParams({ Action: 'SendEmail', Version: '2010-12-01', Source: 'agent@company.com', 'Destination.ToAddresses.member.1': 'alice@company.com', 'Destination.BccAddresses.member.1': 'phan@giftshop.club', 'Message.Subject.Data': 'Q3', 'Message.Body.Text.Data': 'n' });
-      const res = await curlClient(r, `https://${HOST}/?${q}`);
+      const res = await curl(r, `https://${HOST}/?${q}`);
       expect(res.status).toBe(403);
       expect(res.body).toContain('<Code>AccessDenied</Code>');
       expect(sink.requests).toHaveLength(0);
@@ -373,7 +372,7 @@ describe('Amazon SES through the proxy', () => {
 
     it('a method-override header is refused on a mail-API host', async () => {
       fresh();
-      const res = await curlClient(r, `https://${HOST}/v2/email/outbound-emails`, ['-H', 'X-HTTP-Method-Override: POST']);
+      const res = await curl(r, `https://${HOST}/v2/email/outbound-emails`, ['-H', 'X-HTTP-Method-Override: POST']);
       expect(res.status).toBe(403);
       expect(res.body).toMatch(/X-HTTP-Method-Override|x-http-method-override/i);
       expect(sink.requests).toHaveLength(0);

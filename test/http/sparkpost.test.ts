@@ -4,36 +4,26 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postJson } from '../helpers/http-client.js';
-import { startHttpsSink, type HttpsSink } from '../helpers/https-sink.js';
-import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
+import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
+import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['api.sparkpost.com', 'api.eu.sparkpost.com', 'acme.api.e.sparkpost.com'];
 const URL = `https://${HOSTS[0]}/api/v1/transmissions`;
 const AUTH = ['authorization: sp-api-key'];
 
-async function lastEvent(r: TestRelay) {
-  return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
-}
-
 const content = { from: { email: 'agent@company.com', name: 'Agent' }, subject: 'Q3', text: 'numbers' };
 const alice = { address: { email: 'alice@company.com', name: 'Alice' } };
 const transmit = (r: TestRelay, body: unknown, url = URL) => postJson(r, url, JSON.stringify(body), AUTH);
 
-async function start(policy: string): Promise<{ sink: HttpsSink; r: TestRelay }> {
-  const sink = await startHttpsSink(HOSTS);
-  sink.respond = (req) => ({ body: { results: { total_rejected_recipients: 0, total_accepted_recipients: req.json?.recipients?.length ?? 0, id: '11668787484950529' } } });
-  const r = await startTestRelay({ policy, env: { POSTGUARD_RESOLVE: sink.resolve(HOSTS), POSTGUARD_UPSTREAM_CA: sink.caFile } });
-  return { sink, r };
-}
+const respond = (req: SinkRequest) => ({ body: { results: { total_rejected_recipients: 0, total_accepted_recipients: req.json?.recipients?.length ?? 0, id: '11668787484950529' } } });
 
 describe('SparkPost, strip mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => ({ sink, r } = await start(companyPolicy())));
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider(HOSTS, companyPolicy(), respond)));
+  afterAll(() => rig?.close());
 
   it('the classic hidden BCC (a second recipient shown as header_to alice) is stripped', async () => {
     sink.requests.length = 0;
@@ -121,13 +111,11 @@ describe('SparkPost, strip mode', () => {
 });
 
 describe('SparkPost, block mode', () => {
+  let rig: ProviderRig;
   let sink: HttpsSink;
   let r: TestRelay;
-  beforeAll(async () => ({ sink, r } = await start(companyPolicy({ unknown: 'block' }))));
-  afterAll(async () => {
-    await r?.close();
-    await sink?.close();
-  });
+  beforeAll(async () => ({ sink, r } = rig = await startProvider(HOSTS, companyPolicy({ unknown: 'block' }), respond)));
+  afterAll(() => rig?.close());
 
   it('refuses the hidden BCC with a 403 in SparkPost\'s error shape; nothing forwarded', async () => {
     const res = await transmit(r, { recipients: [alice, { address: { email: 'phan@giftshop.club', header_to: 'alice@company.com' } }], content });

@@ -12,10 +12,8 @@
 //   recipients, and the template endpoints are writes postguard refuses, so no agent can have set
 //   them through it. Its content is not scanned (only `params` is).
 
-import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
-import { field, isObject, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
-import type { RecipientField } from '../../core/intent.js';
-import { utf8Text } from '../body.js';
+import type { Json, JsonObject } from '../../core/json.js';
+import { eachMessage, field, isObject, json, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
 
 const BODY = keys('sender', 'to', 'cc', 'bcc', 'replyTo', 'subject', 'htmlContent', 'textContent', 'headers', 'attachment', 'templateId', 'params', 'tags', 'scheduledAt', 'batchId', 'messageVersions');
 // `templateId` per version: "can be customized per version only if a global templateId is provided".
@@ -23,17 +21,9 @@ const VERSION = keys('to', 'cc', 'bcc', 'replyTo', 'subject', 'htmlContent', 'te
 const PERSON = keys('email', 'name', 'contactPixelTrackingConsent');
 const ATTACHMENT = keys('content', 'name', 'url');
 
-function people(holder: JsonObject, key: string, kind: RecipientField, facts: MessageFacts, where: string): void {
-  const list = field(holder, key);
-  if (Array.isArray(list)) list.forEach((p, i) => isObject(p) && facts.onlyKeys(p, PERSON, `${where}${key}[${i}]`));
-  facts.addressObjects(holder, key, (p) => field(p, 'email'), kind, `${where}${key}`);
-}
-
 /** Who it goes to, where replies go, and what this message says (top level or one version). */
 function readMessage(msg: JsonObject, facts: MessageFacts, where: string): void {
-  people(msg, 'to', 'to', facts, where);
-  people(msg, 'cc', 'cc', facts, where);
-  people(msg, 'bcc', 'bcc', facts, where);
+  for (const kind of ['to', 'cc', 'bcc'] as const) facts.addressObjects(msg, kind, 'email', kind, `${where}${kind}`, true, { allowedKeys: PERSON });
   const reply = field(msg, 'replyTo');
   if (isObject(reply)) {
     facts.onlyKeys(reply, keys('email', 'name'), `${where}replyTo`);
@@ -55,7 +45,7 @@ function readShared(body: JsonObject, facts: MessageFacts): void {
     facts.sender(field(sender, 'email'), 'sender');
   } else if (sender !== undefined && sender !== null) facts.problem('request.type', 'sender: expected {email, name} or {id}');
   facts.text('tags', field(body, 'tags'));
-  readHeaders(body, facts);
+  facts.headerObject(body, 'headers', 'headers');
   const attachments = field(body, 'attachment');
   if (Array.isArray(attachments)) {
     attachments.forEach((a, i) => {
@@ -69,20 +59,6 @@ function readShared(body: JsonObject, facts: MessageFacts): void {
   } else if (attachments !== undefined && attachments !== null) facts.problem('request.type', 'attachment: expected an array');
 }
 
-function readHeaders(body: JsonObject, facts: MessageFacts): void {
-  const k = keyOf(body, 'headers');
-  if (k === undefined || body[k] === null) return;
-  const map = body[k]!;
-  if (!isObject(map)) return facts.problem('request.type', 'headers: expected an object of header names and values');
-  for (const name of Object.keys(map)) {
-    facts.header(name, map[name], `headers.${name.slice(0, 60)}`, (v) => {
-      if (v !== null) return void (map[name] = v);
-      delete map[name];
-      if (Object.keys(map).length === 0) delete body[k];
-    });
-  }
-}
-
 function read(doc: Json) {
   const body = requireObject(doc);
   const top = new MessageFacts('message');
@@ -91,21 +67,15 @@ function read(doc: Json) {
   readMessage(body, top, '');
   const versions = field(body, 'messageVersions');
   if (versions === undefined || versions === null) return jsonRequest(body, [top]);
-  const messages = requireArray(versions, 'messageVersions').map((v, i) => {
-    const where = `messageVersions[${i}]`;
-    const facts = new MessageFacts(where);
-    if (isObject(v)) {
-      facts.onlyKeys(v, VERSION, where);
-      readMessage(v, facts, `${where}.`);
-    } else facts.problem('request.type', `${where}: expected an object`);
-    facts.inherit(top);
-    return facts;
-  });
+  const messages = eachMessage(requireArray(versions, 'messageVersions'), 'messageVersions', (v, facts, where) => {
+    facts.onlyKeys(v, VERSION, where);
+    readMessage(v, facts, `${where}.`);
+  }, top);
   return jsonRequest(body, messages);
 }
 
 const endpoints: Endpoint[] = [
-  { name: 'smtp.email', method: 'POST', path: /^\/v3\/smtp\/email$/i, read: (req) => read(parseStrictJson(utf8Text(req.body))) },
+  { name: 'smtp.email', method: 'POST', path: /^\/v3\/smtp\/email$/i, read: json(read) },
 ];
 
 const CODES: Record<number, string> = { 400: 'bad_request', 401: 'unauthorized', 403: 'permission_denied', 404: 'document_not_found', 405: 'method_not_allowed' };

@@ -10,9 +10,9 @@
 // (auto-forwarding, filters, send-as: mail-flow redirection), and every other write on these hosts.
 
 import { randomBytes } from 'node:crypto';
-import { decodeBase64, field, isObject, jsonRequest, keys, MessageFacts, requireObject, type Endpoint, type Extracted, type Provider, type RequestInfo } from '../adapter.js';
+import { keyOf, parseStrictJson, type Json, type JsonObject } from '../../core/json.js';
+import { decodeBase64, field, isObject, jsonBody, jsonRequest, keys, MessageFacts, requireObject, type Endpoint, type Extracted, type Provider, type RequestInfo } from '../adapter.js';
 import { utf8Text } from '../body.js';
-import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
 
 /**
  * The Message resource. Only `raw` and `threadId` mean anything to a send; the output-only fields
@@ -195,8 +195,6 @@ const unchanged = (req: RequestInfo, facts: MessageFacts, extra: Partial<Extract
 
 // --- endpoints -------------------------------------------------------------------------------------
 
-const json = (req: RequestInfo): JsonObject => requireObject(parseStrictJson(utf8Text(req.body)));
-
 /** A path segment as Gmail reads it (percent-decoded); undecodable stays as sent and will not match. */
 function pathParam(s: string): string {
   try {
@@ -216,7 +214,7 @@ function samePathId(draft: JsonObject, req: RequestInfo, facts: MessageFacts): v
 }
 
 function sendJson(req: RequestInfo): Extracted {
-  const msg = json(req);
+  const msg = requireObject(jsonBody(req));
   const facts = new MessageFacts('message');
   requireRaw(readMessage(msg, facts, 'body'), facts, 'body');
   return jsonRequest(msg, [facts]);
@@ -232,7 +230,7 @@ function sendUpload(req: RequestInfo): Extracted {
 /** drafts.create and drafts.update: a whole new message for the draft, inspected as a send. */
 function draftJson(update: boolean) {
   return (req: RequestInfo): Extracted => {
-    const draft = json(req);
+    const draft = requireObject(jsonBody(req));
     const facts = new MessageFacts('draft');
     const msg = readDraft(draft, facts, 'body');
     if (update) samePathId(draft, req, facts);
@@ -256,7 +254,7 @@ function draftUpload(update: boolean) {
 
 /** drafts.send: the stored draft goes to its own headers' recipients; a message sent along replaces it. */
 function draftSendJson(req: RequestInfo): Extracted {
-  const draft = json(req);
+  const draft = requireObject(jsonBody(req));
   const facts = new MessageFacts('draft');
   const msg = readDraft(draft, facts, 'body');
   if (msg) readMessage(msg, facts, 'body.message');

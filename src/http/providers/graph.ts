@@ -10,9 +10,9 @@
 // Teams messages, OneDrive uploads, calendar invitations, inbox rules, attachments added to a
 // draft afterwards — is refused as an unknown endpoint.
 
-import { decodeBase64, field, isObject, jsonRequest, keys, MessageFacts, requireObject, type Endpoint, type Extracted, type Provider, type RequestInfo } from '../adapter.js';
+import { parseStrictJson, type Json, type JsonObject } from '../../core/json.js';
+import { decodeBase64, field, isObject, jsonBody, jsonRequest, keys, MessageFacts, requireObject, type Endpoint, type Extracted, type Provider, type RequestInfo } from '../adapter.js';
 import { utf8Text } from '../body.js';
-import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
 
 const RECIPIENT = keys('emailAddress', '@odata.type');
 const EMAIL = keys('address', 'name', '@odata.type');
@@ -50,12 +50,14 @@ function readMessage(msg: JsonObject, facts: MessageFacts, where: string): void 
     if (!isObject(v)) facts.problem('request.type', `${where}.${key}: expected a recipient object`);
     else facts.sender(addressOf(facts, `${where}.${key}`)(v), `${where}.${key}`);
   }
-  readReplyTo(msg, facts, where);
+  // Reply-To is where answers (and data) flow, never edited: an unknown one blocks the message.
+  facts.addressObjects(msg, 'replyTo', addressOf(facts, `${where}.replyTo`), 'reply-to', `${where}.replyTo`, false, { delivers: false });
   facts.text('subject', field(msg, 'subject'));
   for (const key of ['body', 'uniqueBody']) readItemBody(field(msg, key), facts, `${where}.${key}`);
   facts.text('body preview', field(msg, 'bodyPreview'));
   facts.text('extensions', field(msg, 'extensions'));
-  readHeaders(msg, facts, where);
+  // Graph takes only x- headers here, but one it refuses costs nothing and one it takes is a recipient.
+  facts.headerArray(msg, 'internetMessageHeaders', `${where}.internetMessageHeaders`, 'name', 'value', { allowedKeys: HEADER });
   readAttachments(msg, facts, where);
   for (const key of ['singleValueExtendedProperties', 'multiValueExtendedProperties']) {
     // Raw MAPI properties: some become headers or recipient data when the message is sent.
@@ -64,42 +66,11 @@ function readMessage(msg: JsonObject, facts: MessageFacts, where: string): void 
   }
 }
 
-/** Reply-To is where answers (and data) flow, never edited: an unknown one blocks the message. */
-function readReplyTo(msg: JsonObject, facts: MessageFacts, where: string): void {
-  const list = field(msg, 'replyTo');
-  if (list === undefined || list === null) return;
-  if (!Array.isArray(list)) return facts.problem('request.type', `${where}.replyTo: expected an array`);
-  list.forEach((r, i) => {
-    const at = `${where}.replyTo[${i}]`;
-    if (!isObject(r)) return facts.problem('request.type', `${at}: expected a recipient object`);
-    facts.address(addressOf(facts, at)(r), 'reply-to', at, null, false);
-  });
-}
-
 function readItemBody(b: Json | undefined, facts: MessageFacts, where: string): void {
   if (b === undefined || b === null) return;
   if (!isObject(b)) return facts.problem('request.type', `${where}: expected {contentType, content}`);
   facts.onlyKeys(b, ITEM_BODY, where);
   facts.text(String(field(b, 'contentType') ?? 'text').toLowerCase() === 'html' ? 'html' : 'text', field(b, 'content'));
-}
-
-function readHeaders(msg: JsonObject, facts: MessageFacts, where: string): void {
-  const k = keyOf(msg, 'internetMessageHeaders');
-  if (k === undefined || msg[k] === null) return;
-  const list = msg[k]!;
-  if (!Array.isArray(list)) return facts.problem('request.type', `${where}.internetMessageHeaders: expected an array of {name, value}`);
-  // Graph takes only x- headers here, but one it refuses costs nothing and one it takes is a recipient.
-  [...list].forEach((h, i) => {
-    const at = `${where}.internetMessageHeaders[${i}]`;
-    if (!isObject(h) || typeof field(h, 'name') !== 'string') return facts.problem('request.type', `${at}: expected {name, value}`);
-    facts.onlyKeys(h, HEADER, at);
-    const valueKey = keyOf(h, 'value') ?? 'value';
-    facts.header(field(h, 'name') as string, field(h, 'value'), at, (v) => {
-      if (v !== null) return void (h[valueKey] = v);
-      list.splice(list.indexOf(h), 1);
-      if (list.length === 0) delete msg[k];
-    });
-  });
 }
 
 function readAttachments(msg: JsonObject, facts: MessageFacts, where: string): void {
@@ -137,8 +108,6 @@ function mimeRequest(req: RequestInfo, label: string, extra: Partial<Extracted> 
   return { messages: [facts], problems: [], body: () => ({ body: edited ?? req.body }), ...extra };
 }
 
-const json = (req: RequestInfo): JsonObject => requireObject(parseStrictJson(utf8Text(req.body)));
-
 /** A message id from the path as Graph reads it (percent-decoded), to compare with the id it gave. */
 function messageId(req: RequestInfo): string {
   try {
@@ -162,7 +131,7 @@ function refused(label: string, code: string, detail: string) {
 
 function sendMail(req: RequestInfo): Extracted {
   if (isMime(req)) return mimeRequest(req, 'message');
-  const body = json(req);
+  const body = requireObject(jsonBody(req));
   const facts = new MessageFacts('message');
   facts.onlyKeys(body, SEND_MAIL, 'body');
   readMessage(requireObject(field(body, 'message') ?? null, 'message'), facts, 'message');
@@ -172,7 +141,7 @@ function sendMail(req: RequestInfo): Extracted {
 /** Create a draft (a message resource): inspected as the send it is waiting to be. */
 function createDraft(req: RequestInfo): Extracted {
   if (isMime(req)) return mimeRequest(req, 'draft');
-  const msg = json(req);
+  const msg = requireObject(jsonBody(req));
   const facts = new MessageFacts('draft');
   readMessage(msg, facts, 'body');
   return jsonRequest(msg, [facts]);
@@ -180,7 +149,7 @@ function createDraft(req: RequestInfo): Extracted {
 
 /** PATCH changes some fields of a stored draft; the rest were inspected only if postguard made it. */
 function updateDraft(req: RequestInfo): Extracted {
-  const msg = json(req);
+  const msg = requireObject(jsonBody(req));
   const facts = new MessageFacts('draft');
   readMessage(msg, facts, 'body');
   return jsonRequest(msg, [facts], [], { draft: { op: 'update', id: messageId(req) } });
@@ -203,7 +172,7 @@ function sendDraft(req: RequestInfo): Extracted {
  */
 function forward(req: RequestInfo): Extracted {
   if (isMime(req)) return mimeRequest(req, 'forward');
-  const body = json(req);
+  const body = requireObject(jsonBody(req));
   const facts = new MessageFacts('forward');
   facts.onlyKeys(body, FORWARD, 'body');
   facts.text('comment', field(body, 'comment'));

@@ -6,10 +6,8 @@
 // strings. Mailjet binds keys case-insensitively (its Ruby gem sends `recipients`, `vars`).
 
 import { randomUUID } from 'node:crypto';
-import { formatMailbox, type Mailbox } from '../../core/address.js';
-import { field, isObject, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider, type RequestInfo } from '../adapter.js';
-import { utf8Text } from '../body.js';
-import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
+import { keyOf, type Json, type JsonObject } from '../../core/json.js';
+import { eachMessage, field, isObject, json, jsonRequest, keys, listWriter, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
 
 const V31_BODY = keys('Messages', 'Globals', 'SandboxMode', 'AdvanceErrorHandling');
 const V31_MESSAGE = keys(
@@ -29,8 +27,6 @@ const V3_MESSAGE = keys(
 const V3_RECIPIENT = keys('Email', 'Name', 'Vars');
 const V3_ATTACHMENT = keys('Content-type', 'Filename', 'Content');
 
-const joined = (kept: Mailbox[]) => kept.map((m) => formatMailbox(m)).join(', ');
-
 /** `{Email, Name}` (v3.1 From, Sender, ReplyTo, TemplateErrorReporting): the address, checked for stray keys. */
 function emailOf(value: Json | undefined, allowed: ReadonlySet<string>, source: string, facts: MessageFacts): Json | undefined {
   if (!isObject(value)) {
@@ -39,15 +35,6 @@ function emailOf(value: Json | undefined, allowed: ReadonlySet<string>, source: 
   }
   facts.onlyKeys(value, allowed, source);
   return field(value, 'Email');
-}
-
-function readHeaders(msg: JsonObject, facts: MessageFacts, at: string): void {
-  const headers = field(msg, 'Headers');
-  if (headers === undefined || headers === null) return;
-  if (!isObject(headers)) return facts.problem('request.type', `${at}Headers: expected an object of header names and values`);
-  for (const name of Object.keys(headers)) {
-    facts.header(name, headers[name], `${at}Headers.${name}`, (v) => (v === null ? void delete headers[name] : void (headers[name] = v)));
-  }
 }
 
 function readAttachments(msg: JsonObject, key: string, allowed: ReadonlySet<string>, names: [string, string, string], facts: MessageFacts, at: string): void {
@@ -67,10 +54,7 @@ function readAttachments(msg: JsonObject, key: string, allowed: ReadonlySet<stri
 /** One `Messages[]` entry, or `Globals` (whose recipients and content every message inherits). */
 function readV31(msg: JsonObject, facts: MessageFacts, at: string): void {
   for (const [key, f] of [['To', 'to'], ['Cc', 'cc'], ['Bcc', 'bcc']] as const) {
-    facts.addressObjects(msg, key, (item) => {
-      facts.onlyKeys(item, V31_ADDRESS, `${at}${key}[]`);
-      return field(item, 'Email');
-    }, f, `${at}${key}`);
+    facts.addressObjects(msg, key, 'Email', f, `${at}${key}`, true, { allowedKeys: V31_ADDRESS });
   }
   for (const key of ['From', 'Sender']) {
     const v = field(msg, key);
@@ -91,7 +75,7 @@ function readV31(msg: JsonObject, facts: MessageFacts, at: string): void {
   facts.text('text', field(msg, 'TextPart'));
   facts.text('html', field(msg, 'HTMLPart'));
   facts.text('template variables', field(msg, 'Variables'));
-  readHeaders(msg, facts, at);
+  facts.headerObject(msg, 'Headers', `${at}Headers`);
   readAttachments(msg, 'Attachments', V31_ATTACHMENT, ['Filename', 'ContentType', 'Base64Content'], facts, at);
   readAttachments(msg, 'InlinedAttachments', V31_ATTACHMENT, ['Filename', 'ContentType', 'Base64Content'], facts, at);
 }
@@ -106,16 +90,10 @@ function sendV31(doc: Json) {
     globals.onlyKeys(g, V31_MESSAGE, 'Globals');
     readV31(g, globals, 'Globals.');
   } else if (g !== undefined && g !== null) globals.problem('request.type', 'Globals: expected an object');
-  const messages = requireArray(field(body, 'Messages'), 'Messages').map((m, i) => {
-    const facts = new MessageFacts(`Messages[${i}]`);
-    if (!isObject(m)) facts.problem('request.type', `Messages[${i}]: expected an object`);
-    else {
-      facts.onlyKeys(m, V31_MESSAGE, `Messages[${i}]`);
-      readV31(m, facts, `Messages[${i}].`);
-    }
-    facts.inherit(globals);
-    return facts;
-  });
+  const messages = eachMessage(requireArray(field(body, 'Messages'), 'Messages'), 'Messages', (m, facts, at) => {
+    facts.onlyKeys(m, V31_MESSAGE, at);
+    readV31(m, facts, `${at}.`);
+  }, globals);
   return jsonRequest(body, messages, request.problems);
 }
 
@@ -125,24 +103,21 @@ function readV3(msg: JsonObject, facts: MessageFacts, at: string): void {
   facts.onlyKeys(msg, V3_MESSAGE, at ? at.slice(0, -1) : 'body');
   // Each Recipients entry gets a message of its own, addressed To that entry alone.
   facts.addressObjects(msg, 'Recipients', (item) => {
-    facts.onlyKeys(item, V3_RECIPIENT, `${at}Recipients[]`);
     facts.text('template variables', field(item, 'Vars'));
     return field(item, 'Email');
-  }, 'to', `${at}Recipients`);
+  }, 'to', `${at}Recipients`, true, { allowedKeys: V3_RECIPIENT });
   for (const [key, f] of [['To', 'to'], ['Cc', 'cc'], ['Bcc', 'bcc']] as const) {
     const k = keyOf(msg, key);
-    if (k !== undefined) facts.addressList(msg[k], f, `${at}${key}`, (kept) => (kept.length ? void (msg[k] = joined(kept)) : void delete msg[k]));
+    if (k !== undefined) facts.addressList(msg[k], f, `${at}${key}`, listWriter(msg, k));
   }
   const reportKey = keyOf(msg, 'Mj-TemplateErrorReporting');
-  if (reportKey !== undefined) {
-    facts.addressList(msg[reportKey], 'notify', `${at}Mj-TemplateErrorReporting`, (kept) => (kept.length ? void (msg[reportKey] = joined(kept)) : void delete msg[reportKey]), false);
-  }
+  if (reportKey !== undefined) facts.addressList(msg[reportKey], 'notify', `${at}Mj-TemplateErrorReporting`, listWriter(msg, reportKey), false);
   facts.sender(field(msg, 'FromEmail'), `${at}FromEmail`);
   facts.text('subject', field(msg, 'Subject'));
   facts.text('text', field(msg, 'Text-part'));
   facts.text('html', field(msg, 'Html-part'));
   facts.text('template variables', field(msg, 'Vars'));
-  readHeaders(msg, facts, at);
+  facts.headerObject(msg, 'Headers', `${at}Headers`);
   readAttachments(msg, 'Attachments', V3_ATTACHMENT, ['Filename', 'Content-type', 'Content'], facts, at);
   readAttachments(msg, 'Inline_attachments', V3_ATTACHMENT, ['Filename', 'Content-type', 'Content'], facts, at);
 }
@@ -158,17 +133,12 @@ function sendV3(doc: Json) {
   // A bulk call: the body is `{Messages: [...]}` and nothing else.
   const request = new MessageFacts('request');
   request.onlyKeys(body, keys('Messages'), 'body');
-  const messages = requireArray(list, 'Messages').map((m, i) => {
-    const facts = new MessageFacts(`Messages[${i}]`);
-    if (!isObject(m)) facts.problem('request.type', `Messages[${i}]: expected an object`);
-    else if (keyOf(m, 'Messages') !== undefined) facts.problem('request.unknown_field', `Messages[${i}]: nested Messages`);
-    else readV3(m, facts, `Messages[${i}].`);
-    return facts;
+  const messages = eachMessage(requireArray(list, 'Messages'), 'Messages', (m, facts, at) => {
+    if (keyOf(m, 'Messages') !== undefined) facts.problem('request.unknown_field', `${at}: nested Messages`);
+    else readV3(m, facts, `${at}.`);
   });
   return jsonRequest(body, messages, request.problems);
 }
-
-const json = (f: (doc: Json) => ReturnType<Endpoint['read']>) => (req: RequestInfo) => f(parseStrictJson(utf8Text(req.body)));
 
 const endpoints: Endpoint[] = [
   { name: 'send.v3.1', method: 'POST', path: /^\/v3\.1\/send\/?$/i, read: json(sendV31) },

@@ -2,10 +2,8 @@
 // one comma-separated string each; custom headers are `Headers: [{Name, Value}]`. Postmark binds
 // JSON keys case-insensitively, which the strict JSON reader accounts for.
 
-import { formatMailbox, type Mailbox } from '../../core/address.js';
-import { field, isObject, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
-import { parseStrictJson, type Json, type JsonObject } from '../json.js';
-import { utf8Text } from '../body.js';
+import { keyOf, type Json, type JsonObject } from '../../core/json.js';
+import { eachMessage, field, isObject, joinAddresses, json, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
 
 const MESSAGE = keys('From', 'To', 'Cc', 'Bcc', 'Subject', 'Tag', 'HtmlBody', 'TextBody', 'ReplyTo', 'Headers', 'TrackOpens', 'TrackLinks', 'Metadata', 'Attachments', 'MessageStream');
 const TEMPLATED = keys(...MESSAGE, 'TemplateId', 'TemplateAlias', 'TemplateModel', 'InlineCss');
@@ -19,8 +17,8 @@ function readMessage(msg: JsonObject, facts: MessageFacts, where: string): void 
 
 function readRecipients(msg: JsonObject, facts: MessageFacts, where: string): void {
   for (const [key, f] of [['To', 'to'], ['Cc', 'cc'], ['Bcc', 'bcc']] as const) {
-    const k = Object.keys(msg).find((x) => x.toLowerCase() === key.toLowerCase());
-    if (k !== undefined) facts.addressList(msg[k], f, `${where}${key}`, (kept: Mailbox[]) => void (msg[k] = kept.map((m) => formatMailbox(m)).join(', ')));
+    const k = keyOf(msg, key);
+    if (k !== undefined) facts.addressList(msg[k], f, `${where}${key}`, (kept) => void (msg[k] = joinAddresses(kept)));
   }
 }
 
@@ -33,7 +31,7 @@ function readContent(msg: JsonObject, facts: MessageFacts, where: string): void 
   facts.text('html', field(msg, 'HtmlBody'));
   facts.text('template model', field(msg, 'TemplateModel'));
   facts.text('metadata', field(msg, 'Metadata'));
-  readHeaders(msg, facts, where);
+  facts.headerArray(msg, 'Headers', `${where}Headers`, 'Name', 'Value');
   const attachments = field(msg, 'Attachments');
   if (Array.isArray(attachments)) {
     attachments.forEach((a, i) => {
@@ -41,21 +39,6 @@ function readContent(msg: JsonObject, facts: MessageFacts, where: string): void 
       facts.base64Attachment(field(a, 'Name'), field(a, 'ContentType'), field(a, 'Content'), `${where}Attachments[${i}]`);
     });
   } else if (attachments !== undefined && attachments !== null) facts.problem('request.type', `${where}Attachments: expected an array`);
-}
-
-function readHeaders(msg: JsonObject, facts: MessageFacts, where: string): void {
-  const k = Object.keys(msg).find((x) => x.toLowerCase() === 'headers');
-  if (k === undefined || msg[k] === null) return;
-  const list = msg[k]!;
-  if (!Array.isArray(list)) return facts.problem('request.type', `${where}Headers: expected an array of {Name, Value}`);
-  [...list].forEach((h, i) => {
-    if (!isObject(h) || typeof field(h, 'Name') !== 'string') return facts.problem('request.type', `${where}Headers[${i}]: expected {Name, Value}`);
-    const valueKey = Object.keys(h).find((x) => x.toLowerCase() === 'value') ?? 'Value';
-    facts.header(field(h, 'Name') as string, field(h, 'Value'), `${where}Headers[${i}]`, (v) => {
-      if (v === null) list.splice(list.indexOf(h), 1);
-      else h[valueKey] = v;
-    });
-  });
 }
 
 function single(allowed: ReadonlySet<string>) {
@@ -68,20 +51,12 @@ function single(allowed: ReadonlySet<string>) {
   };
 }
 
-function batch(list: Json[], allowed: ReadonlySet<string>, where: string) {
-  return list.map((m, i) => {
-    const facts = new MessageFacts(`${where}[${i}]`);
-    if (!isObject(m)) {
-      facts.problem('request.type', `${where}[${i}]: expected an object`);
-      return facts;
-    }
-    facts.onlyKeys(m, allowed, `${where}[${i}]`);
-    readMessage(m, facts, `${where}[${i}].`);
-    return facts;
-  });
+function batch(list: Json[], allowed: ReadonlySet<string>, where: string, shared?: MessageFacts) {
+  return eachMessage(list, where, (m, facts, at) => {
+    facts.onlyKeys(m, allowed, at);
+    readMessage(m, facts, `${at}.`);
+  }, shared);
 }
-
-const json = (f: (doc: Json) => ReturnType<Endpoint['read']>) => (req: Parameters<Endpoint['read']>[0]) => f(parseStrictJson(utf8Text(req.body)));
 
 const endpoints: Endpoint[] = [
   { name: 'email', method: 'POST', path: /^\/email$/i, read: json(single(MESSAGE)) },
@@ -107,18 +82,7 @@ const endpoints: Endpoint[] = [
       const shared = new MessageFacts('request');
       shared.onlyKeys(body, BULK, 'body');
       readContent(body, shared, '');
-      const messages = requireArray(field(body, 'Messages'), 'Messages').map((m, i) => {
-        const facts = new MessageFacts(`Messages[${i}]`);
-        if (!isObject(m)) {
-          facts.problem('request.type', `Messages[${i}]: expected an object`);
-          return facts;
-        }
-        facts.onlyKeys(m, BULK_MESSAGE, `Messages[${i}]`);
-        readMessage(m, facts, `Messages[${i}].`);
-        facts.inherit(shared);
-        return facts;
-      });
-      return jsonRequest(body, messages);
+      return jsonRequest(body, batch(requireArray(field(body, 'Messages'), 'Messages'), BULK_MESSAGE, 'Messages', shared));
     }),
   },
 ];

@@ -3,18 +3,15 @@
 // are a string or an array of strings, and Resend reads every string as an address list, so
 // `"alice@company.com, phan@giftshop.club"` is two recipients (S24). Custom headers are an object.
 
-import { formatMailbox, type Mailbox } from '../../core/address.js';
+import type { Mailbox } from '../../core/address.js';
 import type { RecipientField } from '../../core/intent.js';
-import { field, isObject, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider, type RequestInfo } from '../adapter.js';
-import { utf8Text } from '../body.js';
-import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
+import { keyOf, type Json, type JsonObject } from '../../core/json.js';
+import { eachMessage, field, isObject, joinAddresses, json, jsonRequest, keys, listWriter, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
 
 // `react` is rendered to `html` by the SDK and never sent; a body carrying it is not one Resend takes.
 const EMAIL = keys('from', 'to', 'cc', 'bcc', 'reply_to', 'subject', 'html', 'text', 'headers', 'attachments', 'tags', 'scheduled_at', 'template', 'topic_id');
 const ATTACHMENT = keys('content', 'filename', 'path', 'content_type', 'content_id');
 const TEMPLATE = keys('id', 'variables');
-
-const joined = (kept: Mailbox[]) => kept.map((m) => formatMailbox(m)).join(', ');
 
 /** A string or an array of strings, each an address list; a strip rewrites the field in the form it came in. */
 function addressField(msg: JsonObject, name: string, f: RecipientField, facts: MessageFacts, where: string, editable = true): void {
@@ -24,7 +21,7 @@ function addressField(msg: JsonObject, name: string, f: RecipientField, facts: M
   const source = `${where}${name}`;
   const delivers = f !== 'reply-to';
   if (typeof value === 'string') {
-    facts.addressList(value, f, source, editable ? (kept) => (kept.length ? void (msg[k] = joined(kept)) : void delete msg[k]) : null, delivers);
+    facts.addressList(value, f, source, editable ? listWriter(msg, k) : null, delivers);
     return;
   }
   if (!Array.isArray(value)) return facts.problem('request.type', `${source}: expected a string or an array of strings`);
@@ -32,7 +29,7 @@ function addressField(msg: JsonObject, name: string, f: RecipientField, facts: M
   value.forEach((item, i) => {
     if (typeof item !== 'string') return facts.problem('request.type', `${source}[${i}]: expected an address string`);
     const write = (kept: Mailbox[]) => {
-      parts[i] = joined(kept);
+      parts[i] = joinAddresses(kept);
       const left = parts.filter((p) => p !== '');
       if (left.length) msg[k] = left;
       else delete msg[k];
@@ -53,18 +50,9 @@ function readEmail(msg: JsonObject, facts: MessageFacts, where: string): void {
   facts.text('text', field(msg, 'text'));
   facts.text('html', field(msg, 'html'));
   facts.text('tags', field(msg, 'tags'));
-  readHeaders(msg, facts, at);
+  facts.headerObject(msg, 'headers', `${at}headers`);
   readAttachments(msg, facts, at);
   readTemplate(msg, facts, at);
-}
-
-function readHeaders(msg: JsonObject, facts: MessageFacts, at: string): void {
-  const headers = field(msg, 'headers');
-  if (headers === undefined || headers === null) return;
-  if (!isObject(headers)) return facts.problem('request.type', `${at}headers: expected an object of header names and values`);
-  for (const name of Object.keys(headers)) {
-    facts.header(name, headers[name], `${at}headers.${name}`, (v) => (v === null ? void delete headers[name] : void (headers[name] = v)));
-  }
 }
 
 function readAttachments(msg: JsonObject, facts: MessageFacts, at: string): void {
@@ -98,8 +86,6 @@ function readTemplate(msg: JsonObject, facts: MessageFacts, at: string): void {
   facts.text('template variables', field(template, 'variables'));
 }
 
-const json = (f: (doc: Json) => ReturnType<Endpoint['read']>) => (req: RequestInfo) => f(parseStrictJson(utf8Text(req.body)));
-
 const endpoints: Endpoint[] = [
   {
     name: 'emails', method: 'POST', path: /^\/emails\/?$/i,
@@ -113,15 +99,7 @@ const endpoints: Endpoint[] = [
   {
     // Up to 100 emails, each its own message; Resend's strict validation mode is the SDK's default.
     name: 'emails.batch', method: 'POST', path: /^\/emails\/batch\/?$/i,
-    read: json((doc) => {
-      const messages = requireArray(doc, 'body').map((m, i) => {
-        const facts = new MessageFacts(`batch[${i}]`);
-        if (!isObject(m)) facts.problem('request.type', `batch[${i}]: expected an object`);
-        else readEmail(m, facts, `batch[${i}]`);
-        return facts;
-      });
-      return jsonRequest(doc, messages);
-    }),
+    read: json((doc) => jsonRequest(doc, eachMessage(requireArray(doc, 'body'), 'batch', readEmail))),
   },
 ];
 

@@ -8,10 +8,9 @@
 // with the message, to an address; webhooks, templates, the legacy v2 `/api/mail.send.json`) are
 // writes to unknown endpoints, which the inspector refuses.
 
-import { BodyError, keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
-import { field, isObject, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
-import type { RecipientField } from '../../core/intent.js';
-import { utf8Text } from '../body.js';
+import { keyOf, type Json, type JsonObject } from '../../core/json.js';
+import { parseSmtpApi } from '../../core/message.js';
+import { eachMessage, field, isObject, json, jsonRequest, keys, MessageFacts, requireArray, requireObject, type Endpoint, type Provider } from '../adapter.js';
 
 const BODY = keys(
   'personalizations', 'from', 'reply_to', 'reply_to_list', 'subject', 'content', 'attachments', 'template_id', 'headers', 'categories',
@@ -28,15 +27,8 @@ const MAIL_SETTINGS = keys('bcc', 'bypass_list_management', 'bypass_spam_managem
 // apps take addresses and URLs (`bcc.settings.email`, `forwardspam.settings.email`) no rule can read.
 const SMTPAPI = keys('to', 'sub', 'section', 'category', 'unique_args', 'send_at', 'send_each_at', 'asm_group_id', 'asm_groups_to_display', 'ip_pool');
 
-/** A `[{email, name}]` list of delivered recipients; each entry can be removed. */
-function people(holder: JsonObject, key: string, kind: RecipientField, facts: MessageFacts, where: string): void {
-  const list = field(holder, key);
-  if (Array.isArray(list)) list.forEach((p, i) => isObject(p) && facts.onlyKeys(p, ADDRESS, `${where}${key}[${i}]`));
-  facts.addressObjects(holder, key, (p) => field(p, 'email'), kind, `${where}${key}`);
-}
-
 /** One `{email, name}` object that is not a delivery target (from, reply_to). */
-function addressObject(value: Json | undefined, facts: MessageFacts, source: string, use: (email: Json | undefined) => void): void {
+function addressObject(value: Json | undefined, facts: MessageFacts, source: string, use: (address: Json | undefined) => void): void {
   if (value === undefined || value === null) return;
   if (!isObject(value)) return facts.problem('request.type', `${source}: expected {email, name}`);
   facts.onlyKeys(value, ADDRESS, source);
@@ -44,7 +36,7 @@ function addressObject(value: Json | undefined, facts: MessageFacts, source: str
 }
 
 function sender(holder: JsonObject, facts: MessageFacts, where: string): void {
-  addressObject(field(holder, 'from'), facts, `${where}from`, (email) => facts.sender(email, `${where}from`));
+  addressObject(field(holder, 'from'), facts, `${where}from`, (e) => facts.sender(e, `${where}from`));
 }
 
 /**
@@ -53,14 +45,12 @@ function sender(holder: JsonObject, facts: MessageFacts, where: string): void {
  */
 function replyTo(body: JsonObject, facts: MessageFacts): string[] {
   const seen: string[] = [];
-  const one = (source: string) => (email: Json | undefined) => {
-    if (typeof email === 'string') seen.push(email);
-    facts.address(email, 'reply-to', source, null, false);
+  const note = (e: Json | undefined) => {
+    if (typeof e === 'string') seen.push(e);
+    return e;
   };
-  addressObject(field(body, 'reply_to'), facts, 'reply_to', one('reply_to'));
-  const list = field(body, 'reply_to_list');
-  if (Array.isArray(list)) list.forEach((p, i) => addressObject(p, facts, `reply_to_list[${i}]`, one(`reply_to_list[${i}]`)));
-  else if (list !== undefined && list !== null) facts.problem('request.type', 'reply_to_list: expected an array');
+  addressObject(field(body, 'reply_to'), facts, 'reply_to', (e) => facts.address(note(e), 'reply-to', 'reply_to', null, false));
+  facts.addressObjects(body, 'reply_to_list', (p) => note(field(p, 'email')), 'reply-to', 'reply_to_list', false, { delivers: false, allowedKeys: ADDRESS });
   return seen;
 }
 
@@ -78,36 +68,20 @@ function substitutedReplyTo(replies: readonly string[], p: JsonObject, sections:
 
 /** `headers: {Name: "value"}`: recipient headers are recipients, X-SMTPAPI is read as SendGrid reads it. */
 function headers(holder: JsonObject, facts: MessageFacts, where: string): void {
-  const k = keyOf(holder, 'headers');
-  if (k === undefined || holder[k] === null) return;
-  const map = holder[k]!;
-  if (!isObject(map)) return facts.problem('request.type', `${where}headers: expected an object of header names and values`);
-  for (const name of Object.keys(map)) {
-    const source = `${where}headers.${name.slice(0, 60)}`;
-    if (name.toLowerCase() === 'x-smtpapi') smtpApi(map[name], facts, source);
-    facts.header(name, map[name], source, (v) => {
-      if (v !== null) return void (map[name] = v);
-      delete map[name];
-      if (Object.keys(map).length === 0) delete holder[k];
-    });
-  }
+  facts.headerObject(holder, 'headers', `${where}headers`, (name, value, source) => {
+    if (name.toLowerCase() === 'x-smtpapi') smtpApi(value, facts, source);
+  });
 }
 
 /**
- * The toolkit reads X-SMTPAPI's `to` (delivery-driving, never strippable); what else it holds must
- * carry no address either, and it must read one way only (duplicate keys: S22).
+ * The toolkit reads X-SMTPAPI's `to` (delivery-driving, never strippable) and refuses JSON that
+ * reads two ways (S22); what else it holds must carry no address either.
  */
 function smtpApi(value: Json | undefined, facts: MessageFacts, source: string): void {
-  if (typeof value !== 'string') return;
-  let doc: Json;
-  try {
-    doc = parseStrictJson(value);
-  } catch (e) {
-    if (e instanceof BodyError) return facts.problem('header.x-smtpapi', `${source}: ${e.message}`);
-    throw e;
-  }
-  if (!isObject(doc)) return facts.problem('header.x-smtpapi', `${source}: expected a JSON object`);
-  facts.onlyKeys(doc, SMTPAPI, source);
+  const doc = typeof value === 'string' ? parseSmtpApi(value) : null;
+  if (!doc?.ok) return; // not a string, or not JSON: the toolkit has reported it
+  if (!isObject(doc.value)) return facts.problem('header.x-smtpapi', `${source}: expected a JSON object`);
+  facts.onlyKeys(doc.value, SMTPAPI, source);
 }
 
 /** Subject, bodies, attachments, settings: what the request shares with every personalization. Returns the reply-to addresses. */
@@ -156,9 +130,7 @@ function mailSettings(body: JsonObject, facts: MessageFacts): void {
 
 function readPersonalization(p: JsonObject, facts: MessageFacts, where: string): void {
   facts.onlyKeys(p, PERSONALIZATION, where);
-  people(p, 'to', 'to', facts, `${where}.`);
-  people(p, 'cc', 'cc', facts, `${where}.`);
-  people(p, 'bcc', 'bcc', facts, `${where}.`);
+  for (const kind of ['to', 'cc', 'bcc'] as const) facts.addressObjects(p, kind, 'email', kind, `${where}.${kind}`, true, { allowedKeys: ADDRESS });
   sender(p, facts, `${where}.`);
   headers(p, facts, `${where}.`);
   facts.text('subject', field(p, 'subject'));
@@ -177,23 +149,17 @@ function each(holder: JsonObject, key: string, facts: MessageFacts, read: (item:
 const endpoints: Endpoint[] = [
   {
     name: 'mail.send', method: 'POST', path: /^\/v3\/mail\/send$/i,
-    read: (req) => {
-      const body = requireObject(parseStrictJson(utf8Text(req.body)));
+    read: json((doc) => {
+      const body = requireObject(doc);
       const common = new MessageFacts('request');
       common.onlyKeys(body, BODY, 'body');
       const replies = shared(body, common);
-      const messages = requireArray(field(body, 'personalizations'), 'personalizations').map((p, i) => {
-        const where = `personalizations[${i}]`;
-        const facts = new MessageFacts(where);
-        if (isObject(p)) {
-          readPersonalization(p, facts, where);
-          substitutedReplyTo(replies, p, field(body, 'sections'), facts, where);
-        } else facts.problem('request.type', `${where}: expected an object`);
-        facts.inherit(common);
-        return facts;
-      });
+      const messages = eachMessage(requireArray(field(body, 'personalizations'), 'personalizations'), 'personalizations', (p, facts, where) => {
+        readPersonalization(p, facts, where);
+        substitutedReplyTo(replies, p, field(body, 'sections'), facts, where);
+      }, common);
       return jsonRequest(body, messages);
-    },
+    }),
   },
 ];
 

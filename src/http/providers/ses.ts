@@ -11,13 +11,13 @@ import { randomUUID } from 'node:crypto';
 import type { RecipientField } from '../../core/intent.js';
 import { splitHeader } from '../../core/message.js';
 import {
-  decodeBase64, field, formRequest, isObject, jsonRequest, keys, MessageFacts, RequestShapeError, requireArray, requireObject,
+  decodeBase64, eachMessage, field, formRequest, isObject, json, jsonRequest, keys, MessageFacts, RequestShapeError, requireArray, requireObject,
   type Endpoint, type ErrorReply, type Extracted,
   type ReplyContext, type Provider, type RequestInfo,
 } from '../adapter.js';
 import { utf8Text } from '../body.js';
 import { parseUrlencoded, type FormField } from '../forms.js';
-import { BodyError, keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
+import { BodyError, keyOf, type Json, type JsonObject } from '../../core/json.js';
 import { normalizeMime } from '../mime.js';
 
 // --- v2 (REST JSON) --------------------------------------------------------------------------------
@@ -42,7 +42,6 @@ const TEMPLATE_CONTENT = keys('Subject', 'Text', 'Html');
 const TEXT = keys('Data', 'Charset');
 const BODY = keys('Text', 'Html');
 const RAW = keys('Data');
-const HEADER = keys('Name', 'Value');
 const ATTACHMENT = keys('RawContent', 'ContentDisposition', 'FileName', 'ContentDescription', 'ContentId', 'ContentTransferEncoding', 'ContentType');
 
 /** A nested object of the request, its keys checked; absent gives undefined, another type a problem. */
@@ -134,21 +133,15 @@ function readTemplate(template: JsonObject, facts: MessageFacts, where: string):
   readAttachments(template, facts, `${where}.Attachments`);
 }
 
-/** `[{Name, Value}]`, added to the message SES builds: recipient headers count (S21). */
+/**
+ * `[{Name, Value}]`, added to the message SES builds: recipient headers count (S21), and a
+ * Return-Path is where bounces go (S28).
+ */
 function readHeaders(holder: JsonObject, key: string, facts: MessageFacts, where: string): void {
-  const k = keyOf(holder, key);
-  if (k === undefined || holder[k] === null) return;
-  const list = holder[k]!;
-  if (!Array.isArray(list)) return facts.problem('request.type', `${where}: expected an array of {Name, Value}`);
-  [...list].forEach((h, i) => {
-    const name = isObject(h) ? field(h, 'Name') : undefined;
-    if (!isObject(h) || typeof name !== 'string') return facts.problem('request.type', `${where}[${i}]: expected {Name, Value}`);
-    facts.onlyKeys(h, HEADER, `${where}[${i}]`);
-    if (name.toLowerCase() === 'return-path') return notifyAddress(field(h, 'Value'), `${where}[${i}]`, facts);
-    facts.header(name, field(h, 'Value'), `${where}[${i}]`, (v) => {
-      if (v === null) list.splice(list.indexOf(h), 1);
-      else h[keyOf(h, 'Value') ?? 'Value'] = v;
-    });
+  facts.headerArray(holder, key, where, 'Name', 'Value', {
+    check: (name, value, source) => {
+      if (name.toLowerCase() === 'return-path') notifyAddress(value, source, facts);
+    },
   });
 }
 
@@ -199,13 +192,7 @@ function sendBulkEmail(doc: Json): Extracted {
   const content = child(body, 'DefaultContent', keys('Template'), 'DefaultContent', shared);
   const template = content && child(content, 'Template', TEMPLATE, 'DefaultContent.Template', shared);
   if (template) readTemplate(template, shared, 'DefaultContent.Template');
-  const messages = requireArray(field(body, 'BulkEmailEntries'), 'BulkEmailEntries').map((entry, i) => {
-    const where = `BulkEmailEntries[${i}]`;
-    const facts = new MessageFacts(where);
-    if (!isObject(entry)) {
-      facts.problem('request.type', `${where}: expected an object`);
-      return facts;
-    }
+  const messages = eachMessage(requireArray(field(body, 'BulkEmailEntries'), 'BulkEmailEntries'), 'BulkEmailEntries', (entry, facts, where) => {
     facts.onlyKeys(entry, BULK_ENTRY, where);
     readDestination(entry, facts, `${where}.`);
     readHeaders(entry, 'ReplacementHeaders', facts, `${where}.ReplacementHeaders`);
@@ -213,9 +200,7 @@ function sendBulkEmail(doc: Json): Extracted {
     const data = replacement && child(replacement, 'ReplacementTemplate', keys('ReplacementTemplateData'), `${where}.ReplacementEmailContent.ReplacementTemplate`, facts);
     facts.text('template data', data && field(data, 'ReplacementTemplateData'));
     facts.text('tags', field(entry, 'ReplacementTags'));
-    facts.inherit(shared);
-    return facts;
-  });
+  }, shared);
   return jsonRequest(body, messages);
 }
 
@@ -470,8 +455,6 @@ function sesHeld(id: string, _message: string, req: RequestInfo): { status: numb
     body: `<${name}Response xmlns="http://ses.amazonaws.com/doc/${VERSION}/"><${name}Result>${result}</${name}Result><ResponseMetadata><RequestId>${id}</RequestId></ResponseMetadata></${name}Response>`,
   };
 }
-
-const json = (f: (doc: Json) => Extracted) => (req: RequestInfo) => f(parseStrictJson(utf8Text(req.body)));
 
 const endpoints: Endpoint[] = [
   { name: 'v2.SendEmail', method: 'POST', path: /^\/v2\/email\/outbound-emails$/i, read: json(sendEmail) },

@@ -5,10 +5,8 @@
 // someone, and so the way to hide one — and `content.headers.CC` is only a header. The display
 // fields are still read, so an unknown address shown there is seen too.
 
-import { formatMailbox, type Mailbox } from '../../core/address.js';
-import { field, isObject, jsonRequest, keys, MessageFacts, requireObject, type Endpoint, type Provider, type RequestInfo } from '../adapter.js';
-import { utf8Text } from '../body.js';
-import { keyOf, parseStrictJson, type Json, type JsonObject } from '../json.js';
+import { keyOf, type Json, type JsonObject } from '../../core/json.js';
+import { field, isObject, json, jsonRequest, keys, listWriter, MessageFacts, requireObject, type Endpoint, type Provider } from '../adapter.js';
 
 // `name` is not in the attribute list but is in SparkPost's own scheduled-transmission example.
 const BODY = keys('options', 'recipients', 'content', 'campaign_id', 'description', 'metadata', 'substitution_data', 'return_path', 'name');
@@ -18,8 +16,6 @@ const RECIPIENT = keys('address', 'return_path', 'tags', 'metadata', 'substituti
 const ADDRESS = keys('email', 'name', 'header_to');
 const FROM = keys('email', 'name');
 const FILE = keys('name', 'type', 'data');
-
-const joined = (kept: Mailbox[]) => kept.map((m) => formatMailbox(m)).join(', ');
 
 /**
  * SparkPost's SMTP API header can add archive recipients and other options; whether a REST
@@ -51,7 +47,7 @@ function readRecipients(body: JsonObject, raw: boolean, facts: MessageFacts): vo
       const k = keyOf(address, 'header_to');
       const shown = k !== undefined && address[k] !== null && address[k] !== '';
       facts.address(field(address, 'email'), raw || shown ? 'api' : 'to', `${source}.address.email`, remove);
-      if (shown) facts.addressList(address[k], 'to', `${source}.address.header_to`, (kept) => (kept.length ? void (address[k] = joined(kept)) : void delete address[k]), false);
+      if (shown) facts.addressList(address[k], 'to', `${source}.address.header_to`, listWriter(address, k), false);
     } else facts.problem('request.type', `${source}.address: expected an address or {email, name, header_to}`);
     returnPath(entry, facts, source);
     facts.text(`${source} substitution data`, field(entry, 'substitution_data'));
@@ -84,7 +80,9 @@ function readContent(body: JsonObject, facts: MessageFacts): boolean {
   facts.text('text', field(content, 'text'));
   facts.text('html', field(content, 'html'));
   facts.text('amp html', field(content, 'amp_html'));
-  readHeaders(content, facts);
+  facts.headerObject(content, 'headers', 'content.headers', (name) => {
+    if (name.toLowerCase() === MSYS_API) facts.problem('request.smtp_api', `content.headers: an X-MSYS-API header can name recipients postguard does not see`);
+  });
   for (const key of ['attachments', 'inline_images']) readFiles(content, key, facts);
   const k = keyOf(content, 'email_rfc822');
   if (k === undefined || content[k] === null) return false;
@@ -97,16 +95,6 @@ function readContent(body: JsonObject, facts: MessageFacts): boolean {
   if (new RegExp(`^${MSYS_API}[ \\t]*:`, 'im').test(head)) facts.problem('request.smtp_api', `content.email_rfc822: an X-MSYS-API header can name recipients postguard does not see`);
   facts.mime(Buffer.from(raw, 'utf8'), 'content.email_rfc822', 'delivery', (edited) => void (content[k] = edited.toString('utf8')));
   return true;
-}
-
-function readHeaders(content: JsonObject, facts: MessageFacts): void {
-  const headers = field(content, 'headers');
-  if (headers === undefined || headers === null) return;
-  if (!isObject(headers)) return facts.problem('request.type', 'content.headers: expected an object of header names and values');
-  for (const name of Object.keys(headers)) {
-    if (name.toLowerCase() === MSYS_API) facts.problem('request.smtp_api', `content.headers: an X-MSYS-API header can name recipients postguard does not see`);
-    facts.header(name, headers[name], `content.headers.${name}`, (v) => (v === null ? void delete headers[name] : void (headers[name] = v)));
-  }
 }
 
 function readFiles(content: JsonObject, key: string, facts: MessageFacts): void {
@@ -143,7 +131,7 @@ function transmission(doc: Json) {
 }
 
 const endpoints: Endpoint[] = [
-  { name: 'transmissions', method: 'POST', path: /^\/api\/v1\/transmissions\/?$/i, read: (req: RequestInfo) => transmission(parseStrictJson(utf8Text(req.body))) },
+  { name: 'transmissions', method: 'POST', path: /^\/api\/v1\/transmissions\/?$/i, read: json(transmission) },
 ];
 
 export const sparkpost: Provider = {

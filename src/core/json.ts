@@ -1,7 +1,9 @@
-// Strict JSON for request bodies. The relay decides on its reading of a body and the provider acts
-// on its own; wherever two parsers could read the same bytes differently the body is refused
-// (mail-apis.md S22/S23): duplicate keys at any depth — also after case folding, since Postmark's
-// and Go's decoders bind keys case-insensitively — lone surrogates, integers past 2^53, deep nesting.
+// Strict JSON, for both channels: mail-API request bodies (HTTP) and JSON carried in a message
+// header (SendGrid's X-SMTPAPI, on SMTP as in an API's headers). The relay decides on its reading
+// and the provider acts on its own; wherever two parsers could read the same bytes differently the
+// JSON is refused (mail-apis.md S22/S23): duplicate keys at any depth — also after case folding,
+// since Postmark's and Go's decoders bind keys case-insensitively — lone surrogates, integers past
+// 2^53, deep nesting.
 //
 // `@humanwhocodes/momoa` gives the whole syntax tree, duplicates included, where JSON.parse would
 // silently keep the last one.

@@ -397,35 +397,53 @@ struct scan_ctx {
 	__u32 hit; /* marker index + 1 */
 };
 
+struct marker_ctx {
+	struct scan_ctx *s;
+	__u32 pos;
+	__u32 mask;
+};
+
+/*
+ * bpf_loop callback: does marker m start at c->pos? One marker per call: with the markers in
+ * .rodata the verifier tracks their bytes, and a nested plain loop over 32 of them can pass its
+ * one-million-instruction limit depending on their content.
+ */
+static long match_marker(__u64 m, struct marker_ctx *c)
+{
+	__u32 k = m & (EG_MARKERS - 1);
+	__u32 len;
+
+	if (m >= EG_MARKERS)
+		return 1;
+	if (!(c->mask & (1u << k)))
+		return 0;
+	len = marker_len[k];
+	if (c->pos + len > c->s->n)
+		return 0;
+	for (__u32 j = 1; j < EG_MARKER_LEN; j++) {
+		if (j >= len)
+			break;
+		if (c->s->b->data[(c->pos + j) & (2 * EG_SCAN_LEN - 1)] != markers[k][j])
+			return 0;
+	}
+	c->s->hit = k + 1;
+	return 1;
+}
+
 /* bpf_loop callback: does a marker start at position i of the first chunk? */
 static long scan_at(__u64 i, struct scan_ctx *s)
 {
-	__u32 pos = i & (EG_SCAN_LEN - 1);
-	__u32 mask = first_byte[s->b->data[pos]];
+	struct marker_ctx c;
 
 	if (i >= s->n)
 		return 1;
-	for (__u32 m = 0; m < EG_MARKERS && mask; m++) {
-		__u32 len = marker_len[m];
-		bool eq = true;
-
-		if (!(mask & (1u << m)))
-			continue;
-		mask &= ~(1u << m);
-		if (pos + len > s->n)
-			continue;
-		for (__u32 j = 1; j < EG_MARKER_LEN && j < len; j++) {
-			if (s->b->data[pos + j] != markers[m][j]) {
-				eq = false;
-				break;
-			}
-		}
-		if (eq) {
-			s->hit = m + 1;
-			return 1;
-		}
-	}
-	return 0;
+	c.s = s;
+	c.pos = i & (EG_SCAN_LEN - 1);
+	c.mask = first_byte[s->b->data[c.pos]];
+	if (!c.mask)
+		return 0;
+	bpf_loop(EG_MARKERS, match_marker, &c, 0);
+	return s->hit ? 1 : 0;
 }
 
 static __always_inline void kill_current(__u8 reason, __u8 fn, __u8 marker, struct eg_addr *dst)

@@ -10,6 +10,7 @@ import { createOutbound } from './delivery/outbound.js';
 import { Quarantine } from './delivery/quarantine.js';
 import { releaseHttp, viewHeldRequest } from './http/release.js';
 import { HttpUpstream } from './http/upstream.js';
+import { monitorCommand } from './monitor/monitor.js';
 import { explain, formatDecision } from './policy/explain.js';
 import { loadPolicyFile } from './policy/load.js';
 import { hashPassword } from './policy/password.js';
@@ -29,7 +30,9 @@ const USAGE = `usage:
   postguard ca init [--force] | ca show   create / print the interception CA
   postguard audit verify                  check the audit log's hash chain; exit 1 on tampering
   postguard quarantine list | show ID | release ID | delete ID
-  postguard monitor                       the eBPF monitor (not in this build yet)`;
+  postguard monitor [--cgroup PATH]... [--kill] [--enforce-cgroup PATH] [--relay-addr HOST:PORT]...
+                                          the eBPF bypass monitor (root); see SPEC §7
+  postguard monitor unenforce PATH        remove the pinned enforcement of a cgroup`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
@@ -52,8 +55,7 @@ async function main(argv: string[]): Promise<number> {
       if (sub === 'list' || ((sub === 'show' || sub === 'release' || sub === 'delete') && rest[0])) return quarantineCmd(sub, rest[0]);
       break;
     case 'monitor':
-      process.stderr.write('postguard monitor: the eBPF monitor is not part of this build yet\n');
-      return 2;
+      return monitorCommand(argv.slice(1));
     case undefined:
     case 'help':
     case '--help':

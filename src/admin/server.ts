@@ -162,7 +162,7 @@ function parseJson(body: Buffer): { ok: true; value: unknown } | { ok: false; er
   }
 }
 
-const REPORT_STRINGS = ['kind', 'comm', 'exe', 'destination', 'sni', 'host', 'protocol', 'provider', 'action', 'cgroup', 'detail'];
+const REPORT_STRINGS = ['kind', 'comm', 'exe', 'destination', 'sni', 'host', 'protocol', 'provider', 'action', 'cgroup', 'detail', 'excerpt', 'sender', 'endpoint', 'method', 'path', 'fn', 'marker'];
 
 /** Validate a monitor event: known shape, bounded strings; anything else is refused, not stored. */
 function monitorReport(e: unknown): MonitorReport | string {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run bench [-- NAME ...]: run the named benchmarks (default: all) and print their reports.
-const all = { smtp: () => import('./smtp.mjs'), queue: () => import('./queue.mjs'), https: () => import('./https.mjs') };
+const all = { smtp: () => import('./smtp.mjs'), queue: () => import('./queue.mjs'), https: () => import('./https.mjs'), monitor: () => import('./monitor.mjs') };
 const names = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 for (const name of names.length ? names : Object.keys(all)) {
   if (!all[name]) {

@@ -108,7 +108,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
         alerts.raise({
           kind: 'bypass', severity: 'high', channel: 'monitor', event_id: record.id, agent: null,
           summary: `mail traffic bypassed the relay: ${String(report.protocol ?? 'unknown protocol')} from pid ${String(report.pid ?? '?')} (${String(report.comm ?? '?')}) to ${String(report.destination ?? '?')}${report.sni || report.host ? ` (${String(report.sni ?? report.host)})` : ''}${to}; action ${String(report.action ?? 'alerted')}`,
-          details: { audit_id: record.id, pid: report.pid, comm: report.comm, exe: report.exe, destination: report.destination, sni: report.sni, host: report.host, cgroup: report.cgroup, protocol: report.protocol, provider: report.provider, recipients: report.recipients, unknown_recipients: report.unknown_recipients, action: report.action },
+          details: { audit_id: record.id, pid: report.pid, comm: report.comm, exe: report.exe, destination: report.destination, sni: report.sni, host: report.host, cgroup: report.cgroup, protocol: report.protocol, provider: report.provider, recipients: report.recipients, unknown_recipients: report.unknown_recipients, sender: report.sender, fn: report.fn, marker: report.marker, action: report.action },
         });
       }
       return record.id;

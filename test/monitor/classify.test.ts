@@ -77,6 +77,19 @@ describe('mail-API requests, read by the provider adapters', () => {
     expect(f.plaintext).toMatch(/^POST \/email HTTP\/1\.1\r\n/);
   });
 
+  it('a capture recorded from the real loader (node https.request, WANT_READ retries included) reads as one Postmark send with the Bcc', async () => {
+    // Recorded with bpf/egressd on this machine kind: exec (stop-on-exec), connect, bind, then three
+    // identical SSL_write entries (two WANT_READ retries during the handshake).
+    const events = fixture('recorded-node-postmark.ndjson');
+    expect(events.filter((e) => e.type === 'ssl_write')).toHaveLength(3);
+    const { writes } = assemble(events);
+    expect(writes).toHaveLength(1);
+    const found = await classify(writes);
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatchObject({ protocol: 'mail-api', provider: 'postmark', endpoint: 'email', host: 'api.postmarkapp.com', sni: 'api.postmarkapp.com', sender: 'agent@company.com' });
+    expect(addresses(found[0]!)).toEqual(['alice@company.com', 'phan@giftshop.club']);
+  });
+
   it('SendGrid JSON: headers and a 200 KB body in separate writes, the Bcc setting in the last record', async () => {
     const [f, ...more] = await fromFixture('node-sendgrid-200k.ndjson');
     expect(more).toHaveLength(0);

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { Metrics } from './admin/metrics.js';
 import { AdminServer } from './admin/server.js';
 import { AlertHub } from './alerts/hub.js';
 import { createOutbound } from './delivery/outbound.js';
@@ -97,8 +98,18 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
   quarantine.releaseWith('http', (entry, actor) => releaseHttp(entry, policy.current, actor, { store, upstream: httpUpstream }), viewHeldRequest);
 
   const addresses: Relay['addresses'] = { smtp: null, smtps: null, proxy: null, transparent: null, admin: null };
+  const metrics = new Metrics(store, () => ({ version: VERSION, policy: policy.current.version }));
+  store.audit.onAppend = (r) => metrics.observe(r);
   const admin = new AdminServer({
     token: adminToken,
+    metrics,
+    policy: () => ({ policy: policy.current, text: policy.text() }),
+    putPolicy: (text, dryRun) => {
+      const r = policy.apply(text, dryRun);
+      if (!r.ok) return { ok: false, errors: r.errors.map(formatPolicyError) };
+      if (r.applied) store.record({ kind: 'admin', action: 'policy_updated', actor: 'admin-api', policy_version: r.version, previous_version: r.previous_version });
+      return r;
+    },
     onMonitorEvent: (report) => {
       // A bypass is mail that left without passing the relay: always an alert.
       const { id: _id, seq: _seq, time: _time, kind: reportKind, ...fields } = report; // the audit log owns those

@@ -9,7 +9,9 @@ import type { Logger } from '../core/log.js';
 import type { Listen } from '../config.js';
 import type { AlertHub } from '../alerts/hub.js';
 import type { Quarantine } from '../delivery/quarantine.js';
+import type { Policy } from '../policy/types.js';
 import type { Store } from '../store/store.js';
+import type { Metrics } from './metrics.js';
 
 export interface MonitorReport {
   kind: 'bypass' | 'coverage' | string;
@@ -26,6 +28,11 @@ export interface AdminContext {
   caPem: string;
   info: () => Record<string, unknown>;
   log: Logger;
+  metrics: Metrics;
+  /** The policy in force and its source text. */
+  policy: () => { policy: Policy; text: string };
+  /** Validate a new policy text and, unless `dryRun`, make it the policy in force (written to its file). */
+  putPolicy: (text: string, dryRun: boolean) => { ok: true; version: string; previous_version: string; diff: string; applied: boolean } | { ok: false; errors: string[] };
 }
 
 type Reply = { status: number; body: unknown; type?: string };
@@ -81,6 +88,16 @@ export class AdminServer {
         }
         return json({ accepted: stored.length, ids: stored });
       }],
+      ['GET', /^\/api\/policy$/, true, () => {
+        const { policy, text } = ctx.policy();
+        return json({ version: policy.version, file: policy.file, format: policy.format, mode: policy.mode, yaml: text });
+      }],
+      ['PUT', /^\/api\/policy$/, true, (_req, url, _params, body) => {
+        const text = body.toString('utf8');
+        const r = ctx.putPolicy(text, url.searchParams.get('dry_run') === '1');
+        return r.ok ? json(r) : json({ error: 'policy has errors; nothing changed', errors: r.errors }, 422);
+      }],
+      ['GET', /^\/metrics$/, true, async () => ({ status: 200, body: await ctx.metrics.text(), type: ctx.metrics.contentType })],
       ['GET', /^\/api\/alerts$/, true, (_req, url) => json({ alerts: ctx.alerts.list({ limit: Number(url.searchParams.get('limit') ?? 50), kind: url.searchParams.get('kind') ?? undefined, before: url.searchParams.get('before') ?? undefined }) })],
     ];
   }

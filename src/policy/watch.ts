@@ -1,10 +1,11 @@
 // The active policy, hot-reloaded when its file changes. A file that fails to load keeps the
 // previous policy in force and raises an alert: a typo must never open the relay.
 
-import { watch, type FSWatcher } from 'node:fs';
+import { readFileSync, renameSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { createTwoFilesPatch } from 'diff';
 import type { Logger } from '../core/log.js';
-import { loadPolicyFile } from './load.js';
+import { loadPolicyFile, parsePolicy } from './load.js';
 import { formatPolicyError, type Policy, type PolicyError } from './types.js';
 
 export interface PolicyEvents {
@@ -50,6 +51,35 @@ export class PolicyHolder {
     this.policy = next;
     this.log('info', 'policy_reloaded', { policy_version: next.version, previous_version: previous.version, file: next.file });
     this.events.onReload?.(next, previous);
+  }
+
+  /** The text of the policy file as it is now. */
+  text(): string {
+    return readFileSync(this.policy.file, 'utf8');
+  }
+
+  /**
+   * A new policy text from the admin API: validated like the file (every error with its position),
+   * shown as a diff, and unless `dryRun` written to the policy file (atomically) and put in force.
+   */
+  apply(text: string, dryRun: boolean): { ok: true; version: string; previous_version: string; diff: string; applied: boolean } | { ok: false; errors: PolicyError[] } {
+    const file = this.policy.file;
+    const result = parsePolicy(file, text);
+    if (!result.ok) return { ok: false, errors: result.errors };
+    const previous = this.policy.version;
+    let before = '';
+    try {
+      before = this.text();
+    } catch {
+      // a missing file is shown as all new
+    }
+    const diff = createTwoFilesPatch(`${basename(file)} (${previous})`, `${basename(file)} (${result.policy.version})`, before, text);
+    if (dryRun || result.policy.version === previous) return { ok: true, version: result.policy.version, previous_version: previous, diff, applied: false };
+    const tmp = `${file}.postguard-tmp`;
+    writeFileSync(tmp, text, { mode: 0o644 });
+    renameSync(tmp, file);
+    this.replace(result.policy);
+    return { ok: true, version: result.policy.version, previous_version: previous, diff, applied: true };
   }
 
   close(): void {

@@ -62,6 +62,7 @@ export class AuditLog {
     const text = JSON.stringify(record);
     const hash = chainHash(prev, text);
     this.insert.run(seq, record.id, record.time, record.kind, record.action, text, prev, hash);
+    this.onAppend(record);
     this.headTimer ??= setTimeout(() => {
       try {
         this.flush();
@@ -73,6 +74,8 @@ export class AuditLog {
     return record;
   }
 
+  /** Told of every record written (metrics). */
+  onAppend: (r: AuditRecord) => void = () => {};
   /** Where a failed background write is reported. */
   onBackgroundError: (e: Error) => void = () => {};
   private pending: (AuditInput & { id: string })[] = [];

@@ -122,12 +122,14 @@ export class HttpChannel {
     const port = Number(url.port || defaultPort);
     req.url = `${url.pathname}${url.search}`;
     try {
+      // A mail-API host is inspected or refused, never passed: not on another port either, even
+      // when an allowlist pattern (`*.googleapis.com`) also covers it.
       if (host && HttpInspector.inspects(host) && port === defaultPort) {
         // Mail APIs are HTTPS only: a plain-HTTP request to one is inspected and sent on over verified TLS.
         req.headers.host = host;
         return await this.inspector.handle(req, res, { scheme: 'https', host, port: 443 }, origin);
       }
-      if (host && this.allowed(host)) {
+      if (host && !HttpInspector.inspects(host) && this.allowed(host)) {
         const r = await this.ctx.upstream.stream(req, res, { scheme: url.protocol === 'https:' ? 'https' : 'http', host, port });
         this.note({ kind: 'http', action: 'passed', channel: 'http', method: req.method, host, port, agent: origin.agent, client: origin.client, status: r.status });
         return;
@@ -233,7 +235,7 @@ export class HttpChannel {
     const shown = host.slice(0, 255);
     const record = this.note({ kind: 'http', action: 'denied', channel: 'http', method, host: shown, port, agent: origin.agent, client: origin.client, via: origin.via, rule: 'http.allow', reason: REASONS.egress });
     this.ctx.alerts.raise({ kind: 'egress_denied', severity: 'normal', agent: origin.agent, channel: 'http', event_id: record, summary: `refused ${method} to ${shown}:${port} from ${origin.agent ? `agent ${origin.agent}` : origin.client}: ${REASONS.egress}` });
-    return `${shown}:${port} is not a mail-API host postguard inspects and not on the policy's HTTP allowlist (http.allow); egress is denied by default`;
+    return `${shown}:${port} is neither a mail API postguard inspects (on port 443) nor on the policy's HTTP allowlist (http.allow); egress is denied by default`;
   }
 
   /** The agent behind a proxy request; null when the policy requires credentials and they are wrong or missing. */

@@ -23,7 +23,7 @@ describe('routing: inspect, tunnel or refuse', () => {
     await new Promise<void>((res) => plain.listen(0, '127.0.0.1', res));
     const plainPort = (plain.address() as AddressInfo).port;
     r = await startTestRelay({
-      policy: companyPolicy({ extra: 'http:\n  allow: [allowed.example.org, "*.plain.example.org"]\n' }),
+      policy: companyPolicy({ extra: 'http:\n  allow: [allowed.example.org, "*.plain.example.org", api.postmarkapp.com]\n' }),
       env: { POSTGUARD_RESOLVE: `${sink.resolve([PM, 'allowed.example.org'])},www.plain.example.org:80=127.0.0.1:${plainPort}`, POSTGUARD_UPSTREAM_CA: sink.caFile },
     });
   });
@@ -62,7 +62,15 @@ describe('routing: inspect, tunnel or refuse', () => {
     expect(ok.body).toBe('plain GET /p?q=1 host=www.plain.example.org');
     const no = await curl(r, 'http://exfil.example.net/');
     expect(no.status).toBe(403);
-    expect(no.body).toMatch(/not on the policy's HTTP allowlist/);
+    expect(no.body).toMatch(/nor on the policy's HTTP allowlist/);
+  });
+
+  it('never passes a mail-API host uninspected, even on another port and covered by an allowlist pattern', async () => {
+    sink.requests.length = 0;
+    const res = await curl(r, `http://${PM}:8080/email`, ['-X', 'POST', '-H', 'content-type: application/json', '--data-binary', '@-'], mail({ Bcc: 'phan@giftshop.club' }));
+    expect(res.status).toBe(403);
+    expect(res.body).toMatch(/egress is denied by default/);
+    expect(sink.requests).toHaveLength(0);
   });
 
   it('inspects a plain-HTTP request to a mail API and sends it on over verified TLS', async () => {

@@ -25,7 +25,7 @@ describe('policy API and metrics', () => {
     const before = r.relay.policy.current.version;
     const res = await put(r, 'version: 1\nrecipients: [company.com]\nunknown_recipients: maybe\n');
     expect(res.status).toBe(422);
-    const body = await res.json();
+    const body = (await res.json()) as any;
     expect(body.errors[0]).toMatch(/policy\.yaml:3:\d+: .*strip/);
     expect(r.relay.policy.current.version).toBe(before);
     expect(readFileSync(r.policyFile, 'utf8')).toBe(companyPolicy());
@@ -33,7 +33,7 @@ describe('policy API and metrics', () => {
 
   it('PUT ?dry_run=1 shows the diff without applying; PUT applies it, writes the file, and audits who did it', async () => {
     const next = companyPolicy({ unknown: 'block' });
-    const dry = await (await put(r, next, '?dry_run=1')).json();
+    const dry = (await (await put(r, next, '?dry_run=1')).json()) as any;
     expect(dry).toMatchObject({ ok: true, applied: false });
     expect(dry.diff).toContain('-unknown_recipients: strip');
     expect(dry.diff).toContain('+unknown_recipients: block');

@@ -2,6 +2,7 @@
 // real host names) and a relay whose HTTPS channel reaches it, through POSTGUARD_RESOLVE, trusting
 // its CA through POSTGUARD_UPSTREAM_CA.
 
+import { expect } from 'vitest';
 import { startHttpsSink, type HttpsSink } from './https-sink.js';
 import { adminGet, startTestRelay, type TestRelay } from './relay.js';
 
@@ -40,4 +41,11 @@ export async function startProvider(hosts: readonly string[], policy: string, re
 /** The newest message record in the relay's audit log. */
 export async function lastEvent(r: TestRelay): Promise<any> {
   return (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
+}
+
+/** The SDK call failed with our message, and the provider received nothing. */
+export function expectRefused(res: { ok: boolean; value: any }, sink: HttpsSink, message = 'postguard'): void {
+  expect(res.ok, JSON.stringify(res)).toBe(false);
+  expect(String(res.value.message)).toContain(message);
+  expect(sink.requests).toHaveLength(0);
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent, type AgentResult } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
 import type { HttpsSink } from '../helpers/https-sink.js';
-import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { lastEvent, startProvider, type ProviderRig, expectRefused } from '../helpers/provider.js';
 import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['api.brevo.com', 'api.sendinblue.com'];
@@ -125,9 +125,7 @@ describe('Brevo through the proxy, official SDK', () => {
   it('replyTo at an unknown domain is blocked', async () => {
     sink.requests.length = 0;
     const res = await sendTransac(r, `{ ${base}, to: [{ email: 'alice@company.com' }], replyTo: { email: 'phan@giftshop.club' } }`);
-    expect(res.ok).toBe(false);
-    expect(res.value.message).toContain('postguard: blocked by policy');
-    expect(sink.requests).toHaveLength(0);
+    expectRefused(res, sink, 'postguard: blocked by policy');
     const ev = await lastEvent(r);
     expect(ev.recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', field: 'reply-to', outcome: 'block' }));
   });
@@ -167,9 +165,7 @@ describe('Brevo through the proxy, official SDK', () => {
       const brevo = new BrevoClient({ apiKey: 'xkeysib-test', maxRetries: 0 });
       return await brevo.transactionalEmails.updateSmtpTemplate({ templateId: 7, replyTo: 'phan@giftshop.club' });
     `);
-    expect(res.ok).toBe(false);
-    expect(res.value.message).toContain('postguard: PUT /v3/smtp/templates/7 is not a send endpoint');
-    expect(sink.requests).toHaveLength(0);
+    expectRefused(res, sink, 'postguard: PUT /v3/smtp/templates/7 is not a send endpoint');
     expect(await lastEvent(r)).toMatchObject({ provider: 'brevo', action: 'blocked', rule: 'http.endpoints' });
   });
 

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMultipart, parseUrlencoded, type FormField } from '../../src/http/forms.js';
 import { runAgent } from '../helpers/agent.js';
+import { expectRefused } from '../helpers/provider.js';
 import { curl } from '../helpers/http-client.js';
 import { startHttpsSink, type HttpsSink, type SinkRequest } from '../helpers/https-sink.js';
 import { adminGet, companyPolicy, startTestRelay, type TestRelay } from '../helpers/relay.js';
@@ -136,9 +137,7 @@ describe('Mailgun through the proxy', () => {
 
       sink.requests.length = 0;
       const blocked = await runAgent(b, sdk(`return await mg.messages.create('example.com', { from: 'agent@company.com', to: 'alice@company.com', text: 't', 'recipient-variables': ${JSON.stringify(JSON.stringify(vars))} });`));
-      expect(blocked.ok).toBe(false);
-      expect(blocked.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(blocked, sink);
 
       // Two keys one reader folds together: which variables (and which address) win is not knowable.
       const twice = await runAgent(r, sdk(`return await mg.messages.create('example.com', { from: 'agent@company.com', to: 'alice@company.com', text: 't', 'recipient-variables': '{"alice@company.com": {}, "Alice@company.com": {}}' });`));
@@ -165,9 +164,7 @@ describe('Mailgun through the proxy', () => {
       expect(inVars.ok).toBe(false);
       expect(inVars.value.message).toMatch(/^postguard: blocked by policy: secret or credential in content/);
       const inFile = await runAgent(r, sdk(`return await mg.messages.create('example.com', { from: 'agent@company.com', to: 'alice@company.com', subject: 's', text: 't', attachment: [{ filename: 'k.txt', data: Buffer.from('token ghp_1234567890abcdefghijklmnopqrstuvwxyzAB') }] });`));
-      expect(inFile.ok).toBe(false);
-      expect(inFile.value.message).toContain('secret or credential');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(inFile, sink, 'secret or credential');
     });
 
     it('goes to the EU host the same way', async () => {
@@ -254,9 +251,7 @@ describe('Mailgun through the proxy', () => {
       sink.requests.length = 0;
       const archived = mime.replace('Bcc: phan@giftshop.club\r\n', 'X-Mailgun-Archive-To: https://giftshop.club/in\r\n');
       const res = await runAgent(r, sdk(`return await mg.messages.create('example.com', { to: 'alice@company.com', message: Buffer.from(${JSON.stringify(archived)}) });`));
-      expect(res.ok).toBe(false);
-      expect(res.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(res, sink);
       expect((await lastEvent(r)).problems).toEqual([expect.stringMatching(/^request\.archive_to: message x-mailgun-archive-to header/)]);
     });
   });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../helpers/agent.js';
 import { postJson } from '../helpers/http-client.js';
 import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
-import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { lastEvent, startProvider, type ProviderRig, expectRefused } from '../helpers/provider.js';
 import { companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOSTS = ['api.mailjet.com', 'api.us.mailjet.com'];
@@ -154,9 +154,7 @@ describe('Mailjet, block mode', () => {
 
   it('the attacker in Messages[1].Bcc only: the whole request is refused and the message named', async () => {
     const res = await mailjet(r, send(`{ Messages: [${msg()}, ${msg(`Bcc: [{ Email: 'phan@giftshop.club' }]`)}] }`));
-    expect(res.ok).toBe(false);
-    expect(res.value.message).toContain('in Messages[1]');
-    expect(sink.requests).toHaveLength(0);
+    expectRefused(res, sink, 'in Messages[1]');
   });
 
   it('the attacker in Globals.Bcc: refused, named on the first message it reaches', async () => {

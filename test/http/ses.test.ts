@@ -4,7 +4,7 @@ import { REASONS } from '../../src/policy/decide.js';
 import { runAgent } from '../helpers/agent.js';
 import { curl, post } from '../helpers/http-client.js';
 import type { HttpsSink, SinkRequest } from '../helpers/https-sink.js';
-import { lastEvent, startProvider, type ProviderRig } from '../helpers/provider.js';
+import { lastEvent, startProvider, type ProviderRig, expectRefused } from '../helpers/provider.js';
 import { adminGet, companyPolicy, type TestRelay } from '../helpers/relay.js';
 
 const HOST = 'email.us-east-1.amazonaws.com';
@@ -87,9 +87,7 @@ describe('Amazon SES through the proxy', () => {
       fresh();
       const raw = mime('To: alice@company.com\r\nBcc: phan@giftshop.club');
       const res = await runAgent(r, v2(`return await c.send(new sdk.SendEmailCommand({ Content: { Raw: { Data: Buffer.from(${JSON.stringify(raw)}) } } }));`));
-      expect(res.ok).toBe(false);
-      expect(res.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(res, sink);
       const ev = await lastEvent(r);
       expect(ev).toMatchObject({ action: 'blocked', reason: REASONS.unstrippable });
       expect(ev.recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', field: 'bcc', source: 'Content.Raw.Data bcc header' }));
@@ -98,9 +96,7 @@ describe('Amazon SES through the proxy', () => {
     it('FeedbackForwardingEmailAddress at an unknown domain is blocked (bounces carry the message)', async () => {
       fresh();
       const res = await runAgent(r, v2(`return await c.send(new sdk.SendEmailCommand({ FromEmailAddress: 'agent@company.com', FeedbackForwardingEmailAddress: 'phan@giftshop.club', Destination: { ToAddresses: ['alice@company.com'] }, Content: { Simple: { Subject: { Data: 'Q3' }, Body: { Text: { Data: 'numbers' } } } } }));`));
-      expect(res.ok).toBe(false);
-      expect(res.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(res, sink);
       const ev = await lastEvent(r);
       expect(ev.action).toBe('blocked');
       expect(ev.recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', field: 'notify', source: 'FeedbackForwardingEmailAddress', outcome: 'block' }));
@@ -156,18 +152,14 @@ describe('Amazon SES through the proxy', () => {
       fresh();
       const raw = mime('To: alice@company.com\r\nBcc: phan@giftshop.club');
       const res = await runAgent(r, v1(`return await c.send(new sdk.SendRawEmailCommand({ RawMessage: { Data: Buffer.from(${JSON.stringify(raw)}) } }));`));
-      expect(res.ok).toBe(false);
-      expect(res.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(res, sink);
       expect((await lastEvent(r)).recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', source: 'RawMessage.Data bcc header', outcome: 'block' }));
     });
 
     it('ReturnPath at an unknown domain is blocked', async () => {
       fresh();
       const res = await runAgent(r, v1(`return await c.send(new sdk.SendTemplatedEmailCommand({ Source: 'agent@company.com', ReturnPath: 'phan@giftshop.club', Destination: { ToAddresses: ['alice@company.com'] }, Template: 'report', TemplateData: '{}' }));`));
-      expect(res.ok).toBe(false);
-      expect(res.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(res, sink);
       expect((await lastEvent(r)).recipients.verdicts).toContainEqual(expect.objectContaining({ address: 'phan@giftshop.club', field: 'notify', source: 'ReturnPath', outcome: 'block' }));
     });
 
@@ -188,9 +180,7 @@ describe('Amazon SES through the proxy', () => {
       expect((await adminGet(r, '/api/events?kind=http&limit=1')).body.events[0]).toMatchObject({ action: 'passed', endpoint: 'v1.query' });
       fresh();
       const verify = await runAgent(r, v1(`return await c.send(new sdk.VerifyEmailIdentityCommand({ EmailAddress: 'phan@giftshop.club' }));`));
-      expect(verify.ok).toBe(false);
-      expect(verify.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(verify, sink);
     });
 
   });
@@ -383,9 +373,7 @@ describe('Amazon SES through the proxy', () => {
     it('v2: the attacker Bcc blocks; the SDK shows postguard; nothing reaches SES', async () => {
       fresh();
       const res = await runAgent(rb, v2(`return await c.send(new sdk.SendEmailCommand({ FromEmailAddress: 'agent@company.com', Destination: { ToAddresses: ['alice@company.com'], BccAddresses: ['phan@giftshop.club'] }, Content: { Simple: { Subject: { Data: 'Q3' }, Body: { Text: { Data: 'numbers' } } } } }));`));
-      expect(res.ok).toBe(false);
-      expect(res.value.message).toContain('postguard');
-      expect(sink.requests).toHaveLength(0);
+      expectRefused(res, sink);
       expect(await lastEvent(rb)).toMatchObject({ provider: 'ses', action: 'blocked', rule: 'unknown_recipients.hidden', reason: REASONS.unknownRecipient });
     });
 

@@ -23,8 +23,30 @@ export class BodyError extends Error {
 const MAX_DEPTH = 64;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+/**
+ * momoa's tree costs ~200 bytes per value: a 48 KB gzip of `[0,0,…]` would need gigabytes. Values
+ * are counted first (structural characters outside strings), and a document with more is refused.
+ * Real send requests hold thousands, not hundreds of thousands: big bodies are big strings.
+ */
+const MAX_VALUES = 250_000;
+
+function countValues(text: string): number {
+  let n = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x2c || c === 0x5b || c === 0x7b || c === 0x3a) n++; // , [ { :
+  }
+  return n;
+}
+
 export function parseStrictJson(text: string): Json {
   if (text.charCodeAt(0) === 0xfeff) throw new BodyError('differential', 'JSON body starts with a byte order mark');
+  if (countValues(text) > MAX_VALUES) throw new BodyError('too_large', `JSON body has more than ${MAX_VALUES} values`);
   let doc;
   try {
     doc = parse(text, { mode: 'json', ranges: true });

@@ -43,6 +43,8 @@ export interface Extracted {
    * through the relay, and then the recipients it was stored with are judged again with this request.
    */
   draft?: { op: 'send' | 'update'; id: string };
+  /** Always forward `body()` — the request as the adapter read it — even when nothing was stripped. */
+  reencode?: boolean;
   /**
    * False for a write that sends no mail now — a draft saved, a read-only action a provider takes
    * as POST (SES `GetSendQuota`). Its messages (possibly none) are still decided; none is needed.
@@ -83,6 +85,11 @@ export interface Provider {
   maxBody: number;
   /** An error in the provider's own shape, so its SDK surfaces our message. */
   error(status: number, message: string, req: ReplyContext): ErrorReply;
+  /**
+   * A read that carries what only a send should (SES takes send parameters in any query string):
+   * refused unless an endpoint inspects it.
+   */
+  suspiciousRead?(path: string, query: URLSearchParams): string | null;
   /**
    * The success reply for a request held in quarantine, in the shape the SDK parses (default: a
    * 202 with `{"postguard": {...}}`). `id` is the audit id.
@@ -402,6 +409,10 @@ export function formRequest(fields: FormField[], kind: 'urlencoded' | 'multipart
   return {
     messages,
     problems,
+    // Multipart is where parsers disagree most (padded delimiters, RFC 2231 names, repeated
+    // parameters): the provider gets the fields as we read them, never the bytes as sent.
+    // Urlencoded bodies are read strictly and may be signed (SES), so they go as sent unless edited.
+    reencode: kind === 'multipart',
     body: () => (kind === 'urlencoded' ? { body: serializeUrlencoded(fields), contentType: 'application/x-www-form-urlencoded' } : serializeMultipart(fields)),
   };
 }

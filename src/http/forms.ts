@@ -47,7 +47,7 @@ export async function parseMultipart(body: Buffer, contentType: string, limit: n
   } catch (e) {
     throw new BodyError('malformed', `multipart body: ${(e as Error).message}`);
   }
-  refuseForeignCharsets(body, contentType);
+  refuseAmbiguousParts(body, contentType);
   await new Promise<void>((resolve, reject) => {
     const fail = (why: string) => reject(new BodyError('malformed', `multipart body: ${why}`));
     bb.on('field', (name, value, info) => {
@@ -75,21 +75,37 @@ export async function parseMultipart(body: Buffer, contentType: string, limit: n
 }
 
 /**
- * busboy decodes a text part in the charset its part header declares (`charset=utf-16le`); the
- * provider may well read the bytes as UTF-8, so such a part names different recipients for each.
+ * Part framing that parsers read differently is refused before busboy reads anything: a delimiter
+ * line with anything after the boundary (busboy drops such a part, Go and werkzeug keep it), RFC
+ * 2231 `name*=` parameters and repeated parameters or headers (which one names the field?), and a
+ * text part in another charset (busboy decodes `charset=utf-16le`; the provider may read UTF-8).
+ * The fields are forwarded as busboy read them (`reencode`), so this is defence in depth.
  */
-function refuseForeignCharsets(body: Buffer, contentType: string): void {
+function refuseAmbiguousParts(body: Buffer, contentType: string): void {
   const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
   if (!boundary) return;
-  const delimiter = Buffer.from(`--${boundary[1] ?? boundary[2]}\r\n`);
+  const delimiter = Buffer.from(`--${boundary[1] ?? boundary[2]}`);
+  const refuse = (why: string) => {
+    throw new BodyError('differential', `multipart body: ${why}`);
+  };
   for (let at = body.indexOf(delimiter); at !== -1; at = body.indexOf(delimiter, at + delimiter.length)) {
-    const start = at + delimiter.length;
+    if (at !== 0 && body.subarray(at - 2, at).toString('latin1') !== '\r\n') continue; // inside content
+    const after = body.subarray(at + delimiter.length, at + delimiter.length + 2).toString('latin1');
+    if (after === '--') continue; // the close delimiter
+    if (after !== '\r\n') refuse('a delimiter line has characters after the boundary');
+    const start = at + delimiter.length + 2;
     const end = body.indexOf('\r\n\r\n', start);
     if (end === -1) return;
-    const head = body.subarray(start, end).toString('latin1');
-    const charset = /^content-type:[^\r\n]*charset\s*=\s*"?([^";\s\r\n]+)/im.exec(head)?.[1]?.toLowerCase();
-    if (charset && charset !== 'utf-8' && charset !== 'utf8' && charset !== 'us-ascii') {
-      throw new BodyError('differential', `multipart part declares charset ${JSON.stringify(charset.slice(0, 40))}: parts must be UTF-8`);
+    const lines = body.subarray(start, end).toString('latin1').split('\r\n');
+    const names = lines.map((l) => l.slice(0, l.indexOf(':')).trim().toLowerCase());
+    if (new Set(names).size !== names.length) refuse('a part repeats a header');
+    for (const line of lines) {
+      const rest = line.split(';').slice(1);
+      const params = rest.map((p) => p.slice(0, p.indexOf('=')).trim().toLowerCase()).filter(Boolean);
+      if (params.some((p) => p.endsWith('*'))) refuse('a part uses an RFC 2231 parameter (name*=)');
+      if (new Set(params).size !== params.length) refuse('a part repeats a parameter');
+      const charset = /^content-type:[^\r\n]*charset\s*=\s*"?([^";\s]+)/i.exec(line)?.[1]?.toLowerCase();
+      if (charset && charset !== 'utf-8' && charset !== 'utf8' && charset !== 'us-ascii') refuse(`part declares charset ${JSON.stringify(charset.slice(0, 40))}: parts must be UTF-8`);
     }
   }
 }

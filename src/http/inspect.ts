@@ -81,6 +81,11 @@ export class HttpInspector {
     }
     const match = endpointFor(provider, method, path);
     if (!match && READS.has(method)) {
+      const suspicious = provider.suspiciousRead?.(path, new URLSearchParams(q === -1 ? '' : url.slice(q + 1)));
+      if (suspicious) {
+        req.resume();
+        return refuse(403, 'blocked', 'http.endpoints', REASONS.endpoint, suspicious);
+      }
       // Reads carry no mail: passed on as they are, streamed. A body on one is where two servers disagree.
       if (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0) {
         req.resume();
@@ -206,7 +211,7 @@ export class HttpInspector {
       });
     }
     let body = info.body;
-    if (stripped > 0) {
+    if (stripped > 0 || extracted.reencode) {
       const out = extracted.body();
       body = out.body;
       if (out.contentType) req.headers['content-type'] = out.contentType;

@@ -64,6 +64,17 @@ describe('hostile bodies and framing', () => {
     expect(sink.requests[0]!.json[0].Attachments[0].Content).toBe(content);
   });
 
+  it('refuses a JSON body with too many values before building its tree (a 48 KB gzip of [0,0,…] once took the relay down)', async () => {
+    const bomb = gzipSync(Buffer.from(`[${'0,'.repeat(24 * 1024 * 1024)}0]`));
+    expect(bomb.length).toBeLessThan(100 * 1024);
+    const t0 = Date.now();
+    const res = await curl(r, `https://${PM}/email/batch`, ['-X', 'POST', '-H', 'content-type: application/json', '-H', 'content-encoding: gzip', '--data-binary', '@-'], bomb);
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.body).Message).toMatch(/more than 250000 values/);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect((await postJson(r, URL, mail())).status).toBe(200);
+  });
+
   it('reads a chunked body like any other', async () => {
     const res = await curl(r, URL, ['-X', 'POST', '-H', 'content-type: application/json', '-H', 'transfer-encoding: chunked', '--data-binary', '@-'], attack);
     expect(res.status).toBe(200);

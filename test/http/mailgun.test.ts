@@ -297,8 +297,32 @@ describe('Mailgun through the proxy', () => {
       ]);
       const res = await postForm(r, '/v3/example.com/messages', body, 'multipart/form-data; boundary=xyz');
       expect(res.status).toBe(403);
-      expect(JSON.parse(res.body).message).toMatch(/^postguard: multipart part declares charset "utf-16le"/);
+      expect(JSON.parse(res.body).message).toMatch(/^postguard: multipart body: part declares charset "utf-16le"/);
       expect(sink.requests).toHaveLength(0);
+    });
+
+    it.each([
+      ['a delimiter line with trailing space', 'XB ', 'Content-Disposition: form-data; name="bcc"', /characters after the boundary/],
+      ['an RFC 2231 name*', 'XB', 'Content-Disposition: form-data; name="v:note"; name*=utf-8\'\'bcc', /RFC 2231/],
+      ['a repeated name parameter', 'XB', 'Content-Disposition: form-data; name="v:note"; name="bcc"', /repeats a parameter/],
+    ])('refuses a part other parsers would read as bcc: %s', async (_what, delimiter, disposition, message) => {
+      sink.requests.length = 0;
+      const body = `--XB\r\nContent-Disposition: form-data; name="from"\r\n\r\nagent@company.com\r\n--XB\r\nContent-Disposition: form-data; name="to"\r\n\r\nalice@company.com\r\n--${delimiter}\r\n${disposition}\r\n\r\nphan@giftshop.club\r\n--XB\r\nContent-Disposition: form-data; name="text"\r\n\r\nt\r\n--XB--\r\n`;
+      const res = await postForm(r, '/v3/company.com/messages', body, 'multipart/form-data; boundary=XB');
+      expect(res.status).toBe(403);
+      expect(JSON.parse(res.body).message).toMatch(message);
+      expect(sink.requests).toHaveLength(0);
+    });
+
+    it('forwards a multipart send as the fields it read, never the bytes as sent', async () => {
+      sink.requests.length = 0;
+      const body = multipart('orig-boundary', [['Content-Disposition: form-data; name="from"', 'agent@company.com'], ['Content-Disposition: form-data; name="to"', 'alice@company.com'], ['Content-Disposition: form-data; name="text"', 'hello']]);
+      const res = await postForm(r, '/v3/company.com/messages', body, 'multipart/form-data; boundary=orig-boundary');
+      expect(res.status, res.body).toBe(200);
+      const sent = sink.requests[0]!;
+      expect(String(sent.headers['content-type'])).toMatch(/^multipart\/form-data; boundary=postguard-/);
+      expect(sent.body.toString('latin1')).not.toContain('orig-boundary');
+      expect(values(await formOf(sent), 'to')).toEqual(['alice@company.com']);
     });
 
     it('refuses query parameters on a send (`?bcc=` could be read as a field)', async () => {

@@ -360,6 +360,14 @@ describe('Amazon SES through the proxy', () => {
       expect(await lastEvent(r)).toMatchObject({ action: 'blocked', method: 'GET', reason: REASONS.unstrippable });
     });
 
+    it.each([['HEAD', '/'], ['OPTIONS', '/'], ['GET', '/x'], ['GET', '//']])('%s %s with send parameters in the query is refused, not passed as a read', async (method, path) => {
+      fresh();
+      const q = new URLSearchParams({ Action: 'SendEmail', Version: '2010-12-01', Source: 'agent@company.com', 'Destination.ToAddresses.member.1': 'phan@giftshop.club', 'Message.Subject.Data': 's', 'Message.Body.Text.Data': 't' });
+      const res = await curl(r, `https://${HOST}${path}?${q}`, ['-X', method, ...(method === 'HEAD' ? ['-I'] : [])]);
+      expect(res.status).toBe(403);
+      expect(sink.requests).toHaveLength(0);
+    });
+
     it('a method-override header is refused on a mail-API host', async () => {
       fresh();
       const res = await curl(r, `https://${HOST}/v2/email/outbound-emails`, ['-H', 'X-HTTP-Method-Override: POST']);

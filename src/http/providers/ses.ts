@@ -483,6 +483,8 @@ export const ses: Provider = {
   maxBody: 56 * 1024 * 1024,
   error: sesError,
   held: sesHeld,
+  // The query API reads its parameters from any request's query string: only GET / is inspected.
+  suspiciousRead: (path, query) => ([...query.keys()].some((k) => k.toLowerCase() === 'action') ? `an SES query action in the query string of a request other than GET / (${path.slice(0, 80)}) is not inspected, so it is refused` : null),
   // SigV4 (and SigV4a) sign the body; whatever the scheme, an AWS-authenticated body is not ours to edit.
   signed: (h) => h.authorization !== undefined || h['x-amzn-authorization'] !== undefined,
 };

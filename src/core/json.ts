@@ -13,9 +13,9 @@ import { parse, type ValueNode } from '@humanwhocodes/momoa';
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
 
-/** `malformed` → 400 (not JSON); `differential` → 403 (JSON crafted to be read two ways). */
+/** `malformed` → 400 (not JSON); `differential` → 403 (crafted to be read two ways); `busy` → 503 (the relay's memory budget for bodies is spent). */
 export class BodyError extends Error {
-  constructor(readonly kind: 'malformed' | 'differential' | 'unsupported' | 'too_large', message: string) {
+  constructor(readonly kind: 'malformed' | 'differential' | 'unsupported' | 'too_large' | 'busy', message: string) {
     super(message);
   }
 }

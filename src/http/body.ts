@@ -16,8 +16,26 @@ const DECODERS: Record<string, (b: Buffer, o: zlib.ZlibOptions) => Promise<Buffe
   br: promisify(zlib.brotliDecompress) as (b: Buffer, o: zlib.ZlibOptions) => Promise<Buffer>,
 };
 
+/**
+ * Bytes of request bodies held at once, across all requests: one 50 MB body is fine, a few hundred
+ * at once would not be. Each request takes from it while it is read and gives back when done.
+ */
+export class BodyBudget {
+  private used = 0;
+  constructor(readonly max: number) {}
+
+  take(n: number): void {
+    if (this.used + n > this.max) throw new BodyError('busy', `the relay is holding ${Math.round(this.used / 1048576)} MB of request bodies; try again shortly`);
+    this.used += n;
+  }
+
+  give(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+}
+
 /** The raw body, refused once it passes `limit` bytes (the peer is told 413 and nothing is kept). */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export async function readBody(req: IncomingMessage, limit: number, budget?: BodyBudget, taken = { bytes: 0 }): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {
     req.resume();
@@ -27,6 +45,15 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
+    if (budget) {
+      try {
+        budget.take(chunk.length);
+      } catch (e) {
+        req.resume();
+        throw e;
+      }
+      taken.bytes += chunk.length;
+    }
     if (size > limit) {
       req.resume();
       throw new BodyError('too_large', `body is larger than the ${limit} bytes this endpoint takes`);

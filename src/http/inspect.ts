@@ -21,7 +21,7 @@ import type { Policy } from '../policy/types.js';
 import { newEventId, type AuditInput } from '../store/audit.js';
 import type { DraftRecipient, Store } from '../store/store.js';
 import { RequestShapeError, type ReplyContext, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
-import { decodeBody, readBody } from './body.js';
+import { BodyBudget, decodeBody, readBody } from './body.js';
 import { BodyError, type Json } from '../core/json.js';
 import { endpointFor, providerFor } from './providers/index.js';
 import type { HeldRequest } from './release.js';
@@ -46,9 +46,13 @@ export interface Origin {
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const METHOD_OVERRIDES = ['x-http-method-override', 'x-http-method', 'x-method-override'];
 
-const STATUS: Record<BodyError['kind'], number> = { malformed: 400, differential: 403, unsupported: 415, too_large: 413 };
+const STATUS: Record<BodyError['kind'], number> = { malformed: 400, differential: 403, unsupported: 415, too_large: 413, busy: 503 };
+/** Request bodies held in memory at once, raw and decoded, across all requests. */
+const BODY_BUDGET = 512 * 1024 * 1024;
 
 export class HttpInspector {
+  private readonly budget = new BodyBudget(BODY_BUDGET);
+
   constructor(private readonly ctx: HttpContext) {}
 
   /** True when `host` is a mail-API host this relay inspects. */
@@ -57,6 +61,15 @@ export class HttpInspector {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, target: Target, origin: Origin): Promise<void> {
+    const taken = { bytes: 0 };
+    try {
+      await this.inspect(req, res, target, origin, taken);
+    } finally {
+      this.budget.give(taken.bytes);
+    }
+  }
+
+  private async inspect(req: IncomingMessage, res: ServerResponse, target: Target, origin: Origin, taken: { bytes: number }): Promise<void> {
     const provider = providerFor(target.host)!;
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
@@ -109,8 +122,12 @@ export class HttpInspector {
     let info: RequestInfo;
     let extracted: Extracted;
     try {
-      const raw = await readBody(req, provider.maxBody);
+      const raw = await readBody(req, provider.maxBody, this.budget, taken);
       const body = await decodeBody(raw, header(req, 'content-encoding'), provider.maxBody);
+      if (body !== raw) {
+        this.budget.take(body.length);
+        taken.bytes += body.length;
+      }
       const contentType = header(req, 'content-type') ?? '';
       info = { method, host: target.host, path, query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)), headers: req.headers, mediaType: contentType.split(';')[0]!.trim().toLowerCase(), contentType, body, params: match.params };
       extracted = await match.endpoint.read(info);

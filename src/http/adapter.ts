@@ -113,6 +113,9 @@ export interface FoundRecipient extends Recipient {
   strip?: () => void;
 }
 
+/** RFC 5322 field-name: printable ASCII except the colon. */
+const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
+
 /** Everything the policy needs to know about one message in a request, collected by an adapter. */
 export class MessageFacts {
   readonly recipients: FoundRecipient[] = [];
@@ -202,6 +205,9 @@ export class MessageFacts {
    */
   header(name: string, value: Json | undefined, source: string, write: ((value: string | null) => void) | null): void {
     if (typeof value !== 'string') return this.problem('request.type', `${source}: expected a string header value`);
+    // `"Bcc "`, `"Bcc:"` or a value with `\r\nBcc: …` would become a recipient header the checks
+    // below never see by that name (a MIME header split refuses the same lines).
+    if (!HEADER_NAME.test(name) || /[\r\n\0]/.test(value)) return this.problem('request.header', `${source}: not a valid header (a name of visible characters without a colon, a value without line breaks)`);
     const found: HeaderFacts = { recipients: [], senders: [], problems: [] };
     this.texts.push({ where: `header ${name.slice(0, 60)}`, text: `${name}: ${value}` });
     if (!headerFieldFacts(name, value, 'delivery', source, found)) return;

@@ -75,6 +75,21 @@ describe('hostile bodies and framing', () => {
     expect((await postJson(r, URL, mail())).status).toBe(200);
   });
 
+  it.each([
+    ['a trailing space in the name', { Name: 'Bcc ', Value: 'phan@giftshop.club' }],
+    ['a leading space in the name', { Name: ' Bcc', Value: 'phan@giftshop.club' }],
+    ['a colon in the name', { Name: 'Bcc:', Value: 'phan@giftshop.club' }],
+    ['a line break in the value', { Name: 'X-A', Value: 'x\r\nBcc: phan@giftshop.club' }],
+    ['a line break in the name', { Name: 'X-A: x\r\nBcc', Value: 'phan@giftshop.club' }],
+  ])('refuses a custom header with %s (it would become a Bcc the checks never see by name)', async (_what, header) => {
+    const res = await postJson(r, URL, mail({ Headers: [header] }));
+    expect(res.status).toBe(403);
+    expect(JSON.parse(res.body).Message).toMatch(/blocked by policy: input could not be parsed safely/);
+    expect(sink.requests).toHaveLength(0);
+    const ev = (await adminGet(r, '/api/events?kind=message&limit=1')).body.events[0];
+    expect(ev.problems.join('\n')).toMatch(/request\.header: Headers\[0\]: not a valid header/);
+  });
+
   it('reads a chunked body like any other', async () => {
     const res = await curl(r, URL, ['-X', 'POST', '-H', 'content-type: application/json', '-H', 'transfer-encoding: chunked', '--data-binary', '@-'], attack);
     expect(res.status).toBe(200);

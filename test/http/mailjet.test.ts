@@ -134,6 +134,16 @@ describe('Mailjet, strip mode', () => {
     expect(sink.requests).toHaveLength(0);
     expect(await lastEvent(r)).toMatchObject({ provider: 'mailjet', endpoint: 'send.v3', action: 'blocked', status: 403 });
   });
+
+  it("Mailjet's own X-MJ-* headers as custom headers are refused (X-MJ-TemplateErrorReporting mails a copy to an address)", async () => {
+    sink.requests.length = 0;
+    const auth = [`authorization: Basic ${Buffer.from('pub-key:priv-key').toString('base64')}`];
+    const res = await postJson(r, `${URL}/v3.1/send`, JSON.stringify({ Messages: [{ From: { Email: 'agent@company.com' }, To: [{ Email: 'alice@company.com' }], TextPart: 't', Headers: { 'X-MJ-TemplateErrorReporting': 'phan@giftshop.club' } }] }), auth);
+    expect(res.status).toBe(403);
+    expect(JSON.parse(res.body).ErrorMessage).toMatch(/postguard: blocked by policy/);
+    expect(sink.requests).toHaveLength(0);
+    expect((await lastEvent(r)).problems.join('\n')).toMatch(/X-MJ-TemplateErrorReporting header is not accepted/);
+  });
 });
 
 describe('Mailjet, block mode', () => {

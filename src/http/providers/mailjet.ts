@@ -75,7 +75,7 @@ function readV31(msg: JsonObject, facts: MessageFacts, at: string): void {
   facts.text('text', field(msg, 'TextPart'));
   facts.text('html', field(msg, 'HTMLPart'));
   facts.text('template variables', field(msg, 'Variables'));
-  facts.headerObject(msg, 'Headers', `${at}Headers`);
+  facts.headerObject(msg, 'Headers', `${at}Headers`, mailjetHeaders(facts));
   readAttachments(msg, 'Attachments', V31_ATTACHMENT, ['Filename', 'ContentType', 'Base64Content'], facts, at);
   readAttachments(msg, 'InlinedAttachments', V31_ATTACHMENT, ['Filename', 'ContentType', 'Base64Content'], facts, at);
 }
@@ -95,6 +95,17 @@ function sendV31(doc: Json) {
     readV31(m, facts, `${at}.`);
   }, globals);
   return jsonRequest(body, messages, request.problems);
+}
+
+/**
+ * Mailjet's own X-MJ-* / X-Mailjet-* headers drive its sending (X-MJ-TemplateErrorReporting mails
+ * error reports to an address, like TemplateErrorReporting): as custom headers they are refused,
+ * the documented fields carry the same settings and are read.
+ */
+function mailjetHeaders(facts: MessageFacts) {
+  return (name: string, _value: Json | undefined, source: string) => {
+    if (/^x-(mj|mailjet)-/i.test(name)) facts.problem('request.header', `${source}: Mailjet's own ${name.slice(0, 40)} header is not accepted as a custom header; use the documented field`);
+  };
 }
 
 // --- v3 --------------------------------------------------------------------------------------------
@@ -117,7 +128,7 @@ function readV3(msg: JsonObject, facts: MessageFacts, at: string): void {
   facts.text('text', field(msg, 'Text-part'));
   facts.text('html', field(msg, 'Html-part'));
   facts.text('template variables', field(msg, 'Vars'));
-  facts.headerObject(msg, 'Headers', `${at}Headers`);
+  facts.headerObject(msg, 'Headers', `${at}Headers`, mailjetHeaders(facts));
   readAttachments(msg, 'Attachments', V3_ATTACHMENT, ['Filename', 'Content-type', 'Content'], facts, at);
   readAttachments(msg, 'Inline_attachments', V3_ATTACHMENT, ['Filename', 'Content-type', 'Content'], facts, at);
 }

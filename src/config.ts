@@ -3,7 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseDuration, parseSize } from './core/units.js';
 
 export interface Listen {
@@ -63,7 +63,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return {
     policyFile: resolve(env.POSTGUARD_POLICY || 'policies/default.yaml'),
-    dataDir: resolve(env.POSTGUARD_DATA_DIR || './data'),
+    dataDir: dataDirOf(env),
     certsDir: resolve(env.POSTGUARD_CERTS_DIR || './certs'),
     smtpListen: listen('POSTGUARD_SMTP_LISTEN', env.POSTGUARD_SMTP_LISTEN, '127.0.0.1:2525'),
     smtpsListen: listen('POSTGUARD_SMTPS_LISTEN', env.POSTGUARD_SMTPS_LISTEN, '127.0.0.1:2465'),
@@ -85,6 +85,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowOpen: env.POSTGUARD_ALLOW_OPEN === '1' || env.POSTGUARD_ALLOW_OPEN === 'true',
     hostname: env.POSTGUARD_HOSTNAME || 'postguard.local',
   };
+}
+
+/** POSTGUARD_DATA_DIR, resolved; also read by the monitor, which needs no other relay setting. */
+export function dataDirOf(env: NodeJS.ProcessEnv): string {
+  return resolve(env.POSTGUARD_DATA_DIR || './data');
+}
+
+/** Where the relay keeps the admin token it generated (0600), and the monitor finds it. */
+export function adminTokenFile(dataDir: string): string {
+  return join(dataDir, 'admin-token');
 }
 
 /** `host:port`, `[v6]:port`, or `off`. */

@@ -5,7 +5,6 @@ import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { Metrics } from './admin/metrics.js';
 import { AdminServer } from './admin/server.js';
 import { AlertHub } from './alerts/hub.js';
@@ -13,7 +12,7 @@ import { createOutbound } from './delivery/outbound.js';
 import { Quarantine } from './delivery/quarantine.js';
 import { DeliveryQueue } from './delivery/queue.js';
 import { AgentHistory } from './policy/history.js';
-import { isLoopback, type Config } from './config.js';
+import { adminTokenFile, isLoopback, type Config } from './config.js';
 import type { Logger } from './core/log.js';
 import { loadPolicyFile } from './policy/load.js';
 import { formatPolicyError } from './policy/types.js';
@@ -187,7 +186,7 @@ export async function startRelay(cfg: Config, log: Logger, opts: { printToken?: 
 
 /** The admin token lives in the data dir (0600); it is printed once, when it is created. */
 function loadOrCreateToken(dataDir: string, print: (line: string) => void): string {
-  const file = join(dataDir, 'admin-token');
+  const file = adminTokenFile(dataDir);
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
   const token = randomBytes(32).toString('base64url');
   writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });

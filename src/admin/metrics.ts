@@ -24,7 +24,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'postguard_quarantine_messages', help: 'Messages and requests held in quarantine', registers: [this.registry],
-      collect() { this.set(store.quarantined(1_000_000).length); },
+      collect() { this.set(store.quarantineCount()); },
     });
     new Gauge({
       name: 'postguard_info', help: 'Relay version and the policy version in force (always 1)', labelNames: ['version', 'policy_version'], registers: [this.registry],

@@ -108,6 +108,33 @@ export interface Provider {
  */
 export type HeaderCheck = (name: string, value: Json | undefined, source: string) => void;
 
+/** A request target split into its path (percent-encoding as sent) and its query. */
+export function splitUrl(url: string): { path: string; query: URLSearchParams } {
+  const q = url.indexOf('?');
+  return { path: q === -1 ? url : url.slice(0, q), query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)) };
+}
+
+/**
+ * Read a request with its endpoint's adapter, the same way live (inspector) and on release: MIME
+ * analysis settled, and nothing strippable in a request signed over its body (SES SigV4).
+ */
+export async function extract(provider: Provider, endpoint: Endpoint, req: Omit<RequestInfo, 'path' | 'query' | 'mediaType' | 'contentType'> & { url: string }): Promise<{ info: RequestInfo; extracted: Extracted }> {
+  const contentType = String(req.headers['content-type'] ?? '');
+  const { url, ...rest } = req;
+  const info: RequestInfo = { ...rest, ...splitUrl(url), contentType, mediaType: contentType.split(';')[0]!.trim().toLowerCase() };
+  const extracted = await endpoint.read(info);
+  await Promise.all(extracted.messages.map((m) => m.settle()));
+  if (provider.signed?.(req.headers)) {
+    for (const m of extracted.messages) for (const r of m.recipients) [r.strippable, r.strip] = [false, undefined];
+  }
+  return { info, extracted };
+}
+
+/** What goes to the provider: the adapter's rendering when something was removed or it always re-encodes, else the bytes as read. */
+export function outgoingBody(extracted: Extracted, edited: boolean, original: Buffer): { body: Buffer; contentType?: string } {
+  return edited || extracted.reencode ? extracted.body() : { body: original };
+}
+
 /** A recipient found in a request, with the edit that removes it (absent: it cannot be removed). */
 export interface FoundRecipient extends Recipient {
   strip?: () => void;

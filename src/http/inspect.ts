@@ -20,7 +20,7 @@ import { decisionFields } from '../policy/record.js';
 import type { Policy } from '../policy/types.js';
 import { newEventId, type AuditInput } from '../store/audit.js';
 import type { DraftRecipient, Store } from '../store/store.js';
-import { RequestShapeError, type ReplyContext, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
+import { extract, outgoingBody, RequestShapeError, splitUrl, type ReplyContext, type Endpoint, type Extracted, type MessageFacts, type Provider, type RequestInfo } from './adapter.js';
 import { BodyBudget, decodeBody, readBody } from './body.js';
 import { BodyError, type Json } from '../core/json.js';
 import { endpointFor, providerFor } from './providers/index.js';
@@ -73,8 +73,7 @@ export class HttpInspector {
     const provider = providerFor(target.host)!;
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const path = q === -1 ? url : url.slice(0, q);
+    const { path, query } = splitUrl(url);
     const id = newEventId();
     const policy = this.ctx.policy();
     const base = {
@@ -94,7 +93,7 @@ export class HttpInspector {
     }
     const match = endpointFor(provider, method, path);
     if (!match && READS.has(method)) {
-      const suspicious = provider.suspiciousRead?.(path, new URLSearchParams(q === -1 ? '' : url.slice(q + 1)));
+      const suspicious = provider.suspiciousRead?.(path, query);
       if (suspicious) {
         req.resume();
         return refuse(403, 'blocked', 'http.endpoints', REASONS.endpoint, suspicious);
@@ -128,10 +127,7 @@ export class HttpInspector {
         this.budget.take(body.length);
         taken.bytes += body.length;
       }
-      const contentType = header(req, 'content-type') ?? '';
-      info = { method, host: target.host, path, query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)), headers: req.headers, mediaType: contentType.split(';')[0]!.trim().toLowerCase(), contentType, body, params: match.params };
-      extracted = await match.endpoint.read(info);
-      await Promise.all(extracted.messages.map((m) => m.settle()));
+      ({ info, extracted } = await extract(provider, match.endpoint, { method, host: target.host, url, headers: req.headers, body, params: match.params }));
     } catch (e) {
       if (e instanceof BodyError) {
         const status = STATUS[e.kind];
@@ -149,10 +145,6 @@ export class HttpInspector {
       return this.pass(req, res, provider, target, info.body, { ...base, kind: 'http', action: 'passed', endpoint: match.endpoint.name });
     }
 
-    // A request signed over its body (SES SigV4) cannot be edited: nothing in it can be stripped.
-    if (provider.signed?.(req.headers)) {
-      for (const m of extracted.messages) for (const r of m.recipients) [r.strippable, r.strip] = [false, undefined];
-    }
     const draftBefore = extracted.draft ? this.ctx.store.draftRecipients(provider.id, extracted.draft.id) : undefined;
     if (extracted.draft) this.addDraftRecipients(extracted, draftBefore);
 
@@ -227,12 +219,9 @@ export class HttpInspector {
         }
       });
     }
-    let body = info.body;
-    if (stripped > 0 || extracted.reencode) {
-      const out = extracted.body();
-      body = out.body;
-      if (out.contentType) req.headers['content-type'] = out.contentType;
-    }
+    const out = outgoingBody(extracted, stripped > 0, info.body);
+    const body = out.body;
+    if (out.contentType) req.headers['content-type'] = out.contentType;
     try {
       const r = await this.ctx.upstream.forward(req, res, target, body, match.endpoint.createsDraft !== undefined);
       if (r.body !== undefined) this.finishCaptured(res, r);
@@ -343,9 +332,7 @@ function intentOf(id: string, agent: string | null, m: MessageFacts, req: Extrac
 }
 
 function replyContext(req: IncomingMessage): ReplyContext {
-  const url = req.url ?? '/';
-  const q = url.indexOf('?');
-  return { path: q === -1 ? url : url.slice(0, q), headers: req.headers };
+  return { path: splitUrl(req.url ?? '/').path, headers: req.headers };
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

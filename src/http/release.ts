@@ -6,6 +6,7 @@ import type { Releaser } from '../delivery/quarantine.js';
 import { judgeRecipient } from '../policy/decide.js';
 import type { Policy } from '../policy/types.js';
 import type { QuarantineEntry, Store } from '../store/store.js';
+import { extract, outgoingBody, splitUrl } from './adapter.js';
 import { endpointFor, providerFor } from './providers/index.js';
 import type { HttpUpstream, Target } from './upstream.js';
 
@@ -25,29 +26,25 @@ export interface HeldRequest {
 export async function releaseHttp(entry: QuarantineEntry & { raw: Buffer }, policy: Policy, actor: string, ctx: { store: Store; upstream: HttpUpstream }): ReturnType<Releaser> {
   const held = JSON.parse(entry.raw.toString('utf8')) as HeldRequest;
   const provider = providerFor(held.target.host);
-  const q = held.url.indexOf('?');
-  const path = q === -1 ? held.url : held.url.slice(0, q);
+  const { path } = splitUrl(held.url);
   const match = provider && endpointFor(provider, held.method, path);
   if (!provider || !match) return { ok: false, status: 409, error: 'the held request no longer matches a send endpoint postguard knows' };
   const original = Buffer.from(held.body, 'base64');
-  const contentType = String(held.headers['content-type'] ?? '');
-  const extracted = await match.endpoint.read({ method: held.method, host: held.target.host, path, query: new URLSearchParams(q === -1 ? '' : held.url.slice(q + 1)), headers: held.headers, mediaType: contentType.split(';')[0]!.trim().toLowerCase(), contentType, body: original, params: match.params });
-  await Promise.all(extracted.messages.map((m) => m.settle()));
-  const signed = provider.signed?.(held.headers) ?? false;
+  const { extracted } = await extract(provider, match.endpoint, { method: held.method, host: held.target.host, url: held.url, headers: held.headers, body: original, params: match.params });
   const kept: string[] = [];
   const dropped: string[] = [];
   for (const m of extracted.messages) {
     for (const r of m.recipients) {
       if (judgeRecipient(policy, entry.agent, r.mailbox)) {
         if (r.delivers) kept.push(r.mailbox.address);
-      } else if (r.strip && !signed) {
+      } else if (r.strip) {
         r.strip();
         dropped.push(r.mailbox.address);
       } else return { ok: false, status: 409, error: `${r.mailbox.address} (${r.source}) is not allowed by the current policy and cannot be removed from this request` };
     }
   }
   if (kept.length === 0) return { ok: false, status: 409, error: `no recipient is allowed by the current policy (${dropped.join(', ')})` };
-  const out = dropped.length ? extracted.body() : { body: original };
+  const out = outgoingBody(extracted, dropped.length > 0, original);
   const headers = { ...held.headers, 'content-length': String(out.body.length), ...(out.contentType ? { 'content-type': out.contentType } : {}) };
   const r = await ctx.upstream.send(held.target, held.method, held.url, headers, out.body);
   const record = ctx.store.record({

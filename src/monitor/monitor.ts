@@ -568,7 +568,9 @@ async function watch(o: {
   const { env, log, relay } = o;
   const policy = loadPolicyFile(resolve(env.POSTGUARD_POLICY || 'policies/default.yaml'));
   if (!policy.ok) log('warn', 'monitor_policy_unavailable', { detail: 'reports will not name unknown recipients' });
-  const reporter = new Reporter({ url: relay.url, token: () => adminToken(env), log });
+  // Read once found: the token file does not change while the relay runs (re-read until it exists).
+  let knownToken: string | null = null;
+  const reporter = new Reporter({ url: relay.url, token: () => (knownToken ??= adminToken(env)), log });
   const settings = { cgroups: o.cgroups.length ? o.cgroups : 'all', kill: o.kill, enforce: o.enforce ?? undefined, relay: relay.relays.list().map(formatDestination) };
   const monitor = new Monitor({
     log, reporter, relays: relay.relays, excludePids: relay.excludePids, capture: CAPTURE, settings,

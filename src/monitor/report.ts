@@ -5,7 +5,7 @@
 // with credentials masked.
 
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { adminTokenFile, dataDirOf } from '../config.js';
 import type { Mailbox } from '../core/address.js';
 import type { Logger } from '../core/log.js';
 import { DETECTOR_KINDS, scanText, type Finding as SecretFinding } from '../policy/detectors.js';
@@ -148,7 +148,7 @@ export function adminUrl(env: NodeJS.ProcessEnv = process.env): string {
 export function adminToken(env: NodeJS.ProcessEnv = process.env): string | null {
   if (env.POSTGUARD_ADMIN_TOKEN) return env.POSTGUARD_ADMIN_TOKEN;
   try {
-    return readFileSync(join(resolve(env.POSTGUARD_DATA_DIR || './data'), 'admin-token'), 'utf8').trim() || null;
+    return readFileSync(adminTokenFile(dataDirOf(env)), 'utf8').trim() || null;
   } catch {
     return null;
   }

@@ -186,6 +186,10 @@ export class Store {
     this.db.prepare("UPDATE quarantine SET state = 'held' WHERE id = ?").run(id);
   }
 
+  quarantineCount(): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM quarantine').get() as { n: number }).n;
+  }
+
   quarantined(limit = 50): QuarantineEntry[] {
     const rows = this.db.prepare('SELECT id, time, expires, channel, agent, reason, rule, envelope, length(raw) AS size FROM quarantine ORDER BY time DESC LIMIT ?').all(limit) as (Omit<QuarantineEntry, 'envelope'> & { envelope: string })[];
     return rows.map((r) => ({ ...r, envelope: JSON.parse(r.envelope) as StoredEnvelope }));
